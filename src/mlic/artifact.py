@@ -1,0 +1,144 @@
+"""The artifact: everything needed to use a trained model, in one directory.
+
+``model.safetensors`` holds the weights; ``mlic.json`` holds the schema, the
+model and preprocessing config, the per-label thresholds, a checksum of the
+weights and a training summary. Predict, evaluate, calibrate, export and serve
+read artifacts and nothing else. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file, save
+
+from mlic.data.images import Preprocessing
+from mlic.errors import ArtifactError
+from mlic.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from mlic.models import Classifier, ModelConfig, build_classifier
+from mlic.schema import LabelSchema
+
+FORMAT = "mlic-artifact"
+FORMAT_VERSION = 1
+CONFIG_FILE = "mlic.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class Artifact:
+    """A trained model on disk: its description, and the weights it builds the network from."""
+
+    path: Path
+    schema: LabelSchema
+    model: ModelConfig
+    preprocessing: Preprocessing
+    thresholds: np.ndarray
+    threshold_policy: str = "per-label-f1"
+    training: dict = field(default_factory=dict)
+    weights_sha256: str = ""
+
+    def build_model(self) -> Classifier:
+        """The network with the artifact's weights, in eval mode, on CPU."""
+        weights = self.path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ArtifactError(f"{self.path}: {WEIGHTS_FILE} is missing")
+        if self.weights_sha256 and sha256_file(weights) != self.weights_sha256:
+            raise ArtifactError(
+                f"{weights}: checksum does not match {CONFIG_FILE}; the file is corrupt or was replaced"
+            )
+        model = build_classifier(
+            self.schema, self.model, mean=self.preprocessing.mean, std=self.preprocessing.std
+        )
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except Exception as e:  # safetensors raises several types for a damaged file
+            raise ArtifactError(f"{weights}: cannot load weights ({e})") from None
+        return model.eval()
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "schema": self.schema.to_dict(),
+            "model": self.model.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "thresholds": dict(zip(self.schema.labels, map(float, self.thresholds))),
+            "threshold_policy": self.threshold_policy,
+            "weights": {"file": WEIGHTS_FILE, "sha256": self.weights_sha256},
+            "training": self.training,
+        }
+
+    def save_config(self) -> None:
+        """Rewrite ``mlic.json`` atomically (e.g. after new thresholds were chosen)."""
+        atomic_write_text(self.path / CONFIG_FILE, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def save_artifact(
+    path: str | Path,
+    model: Classifier,
+    preprocessing: Preprocessing,
+    thresholds: np.ndarray,
+    *,
+    threshold_policy: str = "per-label-f1",
+    training: dict | None = None,
+) -> Artifact:
+    """Write weights, then ``mlic.json`` (which names their checksum), each atomically."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path / WEIGHTS_FILE, save(state))
+    artifact = Artifact(
+        path,
+        model.schema,
+        model.config,
+        preprocessing,
+        np.asarray(thresholds, dtype=np.float64),
+        threshold_policy,
+        training or {},
+        sha256_file(path / WEIGHTS_FILE),
+    )
+    artifact.save_config()
+    return artifact
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Read an artifact directory (a run directory or ``mlic.json`` itself also do)."""
+    path = Path(path)
+    if path.name == CONFIG_FILE:
+        path = path.parent
+    if not (path / CONFIG_FILE).is_file() and (path / "artifact" / CONFIG_FILE).is_file():
+        path = path / "artifact"
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        raise ArtifactError(
+            f"{path}: not an mlic artifact (no {CONFIG_FILE}); pass the directory that `mlic train` printed"
+        )
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{config_file}: not valid JSON ({e}); the file is damaged") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ArtifactError(f"{config_file}: not an mlic artifact description")
+    if data.get("format_version", 0) > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{config_file}: format version {data['format_version']} is newer than "
+            f"this mlic understands ({FORMAT_VERSION}); upgrade mlic"
+        )
+    try:
+        schema = LabelSchema.from_dict(data["schema"])
+        thresholds = np.array([float(data["thresholds"][name]) for name in schema.labels], dtype=np.float64)
+        return Artifact(
+            path,
+            schema,
+            ModelConfig.from_dict(data["model"]),
+            Preprocessing.from_dict(data["preprocessing"]),
+            thresholds,
+            data.get("threshold_policy", "per-label-f1"),
+            data.get("training", {}),
+            data.get("weights", {}).get("sha256", ""),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{config_file}: missing or malformed field ({e!r})") from None

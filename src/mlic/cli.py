@@ -1,0 +1,183 @@
+"""The ``mlic`` command: a thin typer layer that parses options and calls one library function each."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlic.errors import MlicError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Multi-label image classification: train, evaluate, predict.",
+)
+
+DataArg = Annotated[
+    str,
+    typer.Argument(
+        help="'demo' (MultiDigits test split) or a data file: tags CSV, multi-hot CSV or JSON lines."
+    ),
+]
+Format = Annotated[str | None, typer.Option(help="Force the data format: csv-tags, csv-multihot, jsonl.")]
+ImagesRoot = Annotated[
+    Path | None,
+    typer.Option(help="Folder that relative image paths resolve against (default: the data file's folder)."),
+]
+Separator = Annotated[str, typer.Option(help="Separator of the tags column in a tags CSV.")]
+
+
+def _run(fn, *args, **kwargs):
+    """Call the library; an mlic error becomes a one-line message and exit code 2."""
+    try:
+        return fn(*args, **kwargs)
+    except MlicError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    data: Annotated[str | None, typer.Option(help="Training data file; omit to train MultiDigits.")] = None,
+    val: Annotated[str | None, typer.Option(help="Validation data; default: 10% split off --data.")] = None,
+    format: Format = None,
+    images_root: ImagesRoot = None,
+    tag_separator: Separator = " ",
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<date>-<time>).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
+    backbone: Annotated[str, typer.Option(help="Any timm model name.")] = "mlic_cnn",
+    pretrained: Annotated[
+        bool, typer.Option(help="Start from timm's pretrained weights (downloads).")
+    ] = False,
+    weights: Annotated[Path | None, typer.Option(help="Local backbone weights file (offline).")] = None,
+    head: Annotated[str, typer.Option(help="Classifier head.")] = "linear",
+    loss: Annotated[str, typer.Option(help="Label loss.")] = "bce",
+    pos_weight: Annotated[float, typer.Option(help="Weight w_p of positive label targets.")] = 1.0,
+    neg_weight: Annotated[float, typer.Option(help="Weight w_n of negative label targets.")] = 1.0,
+    max_epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of AdamW (cosine schedule).")] = 3e-3,
+    weight_decay: float = 0.05,
+    image_size: Annotated[int | None, typer.Option(help="Input size (default 64 demo, 224 else).")] = None,
+    augment: Annotated[str | None, typer.Option(help="light, shift or none.")] = None,
+    hflip: Annotated[bool | None, typer.Option("--hflip/--no-hflip", help="Mirror in training.")] = None,
+    seed: int = 0,
+    accelerator: Annotated[str, typer.Option(help="cpu, gpu or auto (Lightning).")] = "cpu",
+    devices: Annotated[str, typer.Option(help="Device count, 'auto' or a list like 0,1.")] = "1",
+    precision: Annotated[
+        str | None,
+        typer.Option(help="Lightning precision (default: bf16-mixed where supported, else 32-true)."),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Data loader processes.")] = None,
+    demo_train: Annotated[int, typer.Option(help="MultiDigits training canvases.")] = 10_000,
+    demo_val: Annotated[int, typer.Option(help="MultiDigits validation canvases.")] = 1_000,
+    deterministic: bool = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Train a model; prints the path of the artifact it writes."""
+    from mlic.training import TrainConfig
+    from mlic.training import train as train_fn
+
+    if resume is not None:
+        overrides = {"max_epochs": max_epochs} if max_epochs else {}
+        artifact = _run(train_fn, resume=resume, progress=progress, **overrides)
+    else:
+        config = TrainConfig(
+            data=data,
+            val_data=val,
+            format=format,
+            images_root=_str(images_root),
+            tag_separator=tag_separator,
+            out=_str(out),
+            backbone=backbone,
+            pretrained=pretrained,
+            weights=_str(weights),
+            head=head,
+            loss=loss,
+            pos_weight=pos_weight,
+            neg_weight=neg_weight,
+            max_epochs=max_epochs or TrainConfig.max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            image_size=image_size,
+            augment=augment,
+            hflip=hflip,
+            seed=seed,
+            accelerator=accelerator,
+            devices=devices,
+            precision=precision,
+            num_workers=workers,
+            demo_train=demo_train,
+            demo_val=demo_val,
+            deterministic=deterministic,
+            progress=progress,
+        )
+        artifact = _run(train_fn, config)
+    typer.echo(str(artifact))
+
+
+@app.command()
+def evaluate(
+    artifact: Annotated[Path, typer.Argument(help="Artifact (or run) directory.")],
+    data: DataArg = "demo",
+    format: Format = None,
+    images_root: ImagesRoot = None,
+    tag_separator: Separator = " ",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> None:
+    """Figures of a model on data: mAP, F1, Hamming loss, subset and attribute accuracy."""
+    from mlic.evaluation import evaluate as evaluate_fn
+    from mlic.evaluation import format_report
+
+    figures = _run(
+        evaluate_fn,
+        artifact,
+        data,
+        batch_size=batch_size,
+        num_workers=workers,
+        **_source_options(data, format, images_root, tag_separator),
+    )
+    typer.echo(json.dumps(figures) if as_json else format_report(figures))
+
+
+@app.command()
+def predict(
+    artifact: Annotated[Path, typer.Argument(help="Artifact (or run) directory.")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    top_k: Annotated[int | None, typer.Option(help="Decide the k most probable labels.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="One threshold for every label.")] = None,
+    batch_size: int = 64,
+) -> None:
+    """Print one JSON line per image: decided labels, scores and attribute classes."""
+    from mlic.predict import find_images, load
+
+    predictor = _run(load, artifact, batch_size=batch_size)
+    images = _run(find_images, paths)
+    for record in _run(predictor.predict, images, top_k=top_k, threshold=threshold):
+        sys.stdout.write(json.dumps(record) + "\n")
+
+
+def _source_options(data: str, format: str | None, images_root: Path | None, separator: str) -> dict:
+    if data == "demo":
+        return {}
+    return {"format": format, "images_root": images_root, "tag_separator": separator}
+
+
+def _str(value: Path | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

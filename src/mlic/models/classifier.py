@@ -1,0 +1,91 @@
+"""The classifier: a timm backbone and an mlic head, returning the schema's logits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mlic.models.backbones import DEFAULT_BACKBONE, create_backbone
+from mlic.models.heads import create_head
+from mlic.schema import LabelSchema
+
+
+@dataclass
+class ModelConfig:
+    """What is needed to rebuild the network; saved in the artifact."""
+
+    backbone: str = DEFAULT_BACKBONE
+    head: str = "linear"
+    head_kwargs: dict = field(default_factory=dict)
+    in_chans: int = 3
+    drop_rate: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+class Classifier(nn.Module):
+    """Backbone + head. ``forward`` returns logits ``[B, schema.num_outputs]``, never probabilities.
+
+    Input: images ``[B, 3, H, W]`` with values 0-255 (uint8, or float). The
+    classifier normalises them with ``mean`` / ``std`` (given for 0-1 values)
+    as its first operation, so that batches travel as uint8 and an exported
+    model takes raw pixels.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        schema: LabelSchema,
+        config: ModelConfig,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.schema = schema
+        self.config = config
+        scale = 255.0 * torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("pixel_shift", 255.0 * torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("pixel_scale", 1.0 / scale, persistent=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.pixel_shift) * self.pixel_scale
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone.forward_features(self.normalize(images))
+        if getattr(self.head, "pooled", True):
+            features = self.backbone.forward_head(features, pre_logits=True)
+        return self.head(features)
+
+
+def build_classifier(
+    schema: LabelSchema,
+    config: ModelConfig | None = None,
+    *,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+) -> Classifier:
+    """A classifier for ``schema``; backbone weights random, timm's (``pretrained``) or a local file."""
+    config = config or ModelConfig()
+    backbone = create_backbone(
+        config.backbone,
+        pretrained=pretrained,
+        weights=weights,
+        in_chans=config.in_chans,
+        drop_rate=config.drop_rate,
+    )
+    head = create_head(config.head, backbone.num_features, schema.num_outputs, **config.head_kwargs)
+    return Classifier(backbone, head, schema, config, mean, std)

@@ -1,0 +1,158 @@
+"""Prediction: images -> probabilities -> decisions, from an artifact.
+
+Sigmoid per label, softmax per attribute and thresholds live here only; the
+models return logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from mlic.artifact import Artifact, load_artifact
+from mlic.data.images import ImageDataset, array_to_tensor, build_transform, pil_to_tensor, read_image
+from mlic.data.manifest import Manifest
+from mlic.errors import ConfigError, DataError
+from mlic.schema import LabelSchema
+from mlic.thresholds import apply_thresholds, top_k
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
+
+
+@dataclass
+class Probabilities:
+    """Model outputs as probabilities: labels ``[N, L]`` and one ``[N, classes]`` array per attribute."""
+
+    labels: np.ndarray
+    attributes: list[np.ndarray]
+
+
+def probabilities(schema: LabelSchema, logits: torch.Tensor) -> Probabilities:
+    """Sigmoid over the label slice, softmax over each attribute's slice."""
+    logits = logits.float()
+    return Probabilities(
+        torch.sigmoid(logits[:, schema.label_slice]).cpu().numpy(),
+        [torch.softmax(logits[:, sl], dim=1).cpu().numpy() for sl in schema.attribute_slices],
+    )
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and the image files inside folders (recursively, sorted)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    return found
+
+
+class _Images(Dataset):
+    def __init__(self, images: Sequence[ImageInput], transform) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(to_tensor(self.images[i]))
+
+
+def to_tensor(image: ImageInput) -> torch.Tensor:
+    """Any supported image input as a uint8 RGB tensor ``[3, H, W]``."""
+    if isinstance(image, str | Path):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return pil_to_tensor(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise DataError(
+                f"image arrays must be uint8 [H, W] or [H, W, 3], got {image.dtype} {image.shape}"
+            )
+        return array_to_tensor(image)
+    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3:
+        return image
+    raise DataError(f"cannot use {type(image).__name__} as an image; pass a path, PIL image or uint8 array")
+
+
+class Predictor:
+    """A trained model ready to predict: ``mlic.load(path).predict(images)``."""
+
+    def __init__(
+        self, artifact: Artifact, *, device: str = "cpu", batch_size: int = 64, num_workers: int = 0
+    ):
+        self.artifact = artifact
+        self.schema = artifact.schema
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.model = artifact.build_model().to(self.device)
+        self.transform = build_transform(artifact.preprocessing, train=False)
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kwargs: object) -> Predictor:
+        return cls(load_artifact(path), **kwargs)
+
+    @torch.inference_mode()
+    def _run(self, dataset: Dataset) -> Probabilities:
+        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+        outputs = []
+        for batch in loader:
+            images = batch[0] if isinstance(batch, list | tuple) else batch
+            outputs.append(self.model(images.to(self.device)).float().cpu())
+        logits = torch.cat(outputs) if outputs else torch.empty(0, self.schema.num_outputs)
+        return probabilities(self.schema, logits)
+
+    def predict_proba(self, images: Sequence[ImageInput]) -> Probabilities:
+        """Probabilities for a list of images (paths, PIL images or uint8 arrays)."""
+        return self._run(_Images(list(images), self.transform))
+
+    def predict_manifest(self, manifest: Manifest) -> Probabilities:
+        """Probabilities for every image of a manifest, in its order."""
+        return self._run(ImageDataset(manifest, self.transform))
+
+    def decide(
+        self, probs: Probabilities, *, top_k_labels: int | None = None, threshold: float | None = None
+    ) -> np.ndarray:
+        """Bool ``[N, L]``: the artifact's thresholds, or one ``threshold``, or the ``top_k_labels`` best."""
+        if top_k_labels is not None:
+            if top_k_labels < 1:
+                raise ConfigError(f"top-k must be at least 1, got {top_k_labels}")
+            return top_k(probs.labels, min(top_k_labels, self.schema.n_labels))
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"threshold must lie in [0, 1], got {threshold}")
+        return apply_thresholds(probs.labels, self.artifact.thresholds if threshold is None else threshold)
+
+    def predict(
+        self, images: Sequence[ImageInput], *, top_k: int | None = None, threshold: float | None = None
+    ) -> list[dict]:
+        """One dict per image: decided labels, every label's score, each attribute's class and probability."""
+        images = list(images)
+        probs = self.predict_proba(images)
+        decided = self.decide(probs, top_k_labels=top_k, threshold=threshold)
+        return [self._record(i, image, probs, decided) for i, image in enumerate(images)]
+
+    def _record(self, i: int, image: ImageInput, probs: Probabilities, decided: np.ndarray) -> dict:
+        schema = self.schema
+        record: dict = {"path": str(image) if isinstance(image, str | Path) else None}
+        record["labels"] = [schema.labels[j] for j in np.flatnonzero(decided[i])]
+        record["scores"] = {name: round(float(p), 6) for name, p in zip(schema.labels, probs.labels[i])}
+        record["attributes"] = {}
+        for a, p in zip(schema.attributes, probs.attributes):
+            k = int(p[i].argmax())
+            record["attributes"][a.name] = {"class": a.classes[k], "probability": round(float(p[i, k]), 6)}
+        return record
+
+
+def load(path: str | Path, **kwargs: object) -> Predictor:
+    """A ``Predictor`` for the artifact at ``path`` (the artifact directory or its run directory)."""
+    return Predictor.from_path(path, **kwargs)

@@ -1,0 +1,129 @@
+"""Decision rules for label scores: per-label F1-optimal thresholds, fixed thresholds, top-k.
+
+Label targets ``y_true`` are int ``[n_samples, n_labels]`` with 1 present,
+0 absent and -1 unknown (left out: an unknown entry neither helps nor hurts a
+threshold); scores ``y_score`` are float ``[n_samples, n_labels]``. A label is
+predicted present when its score is at least its threshold. Everything is
+vectorised over labels; inputs are checked by :func:`mlic.metrics.check_inputs`.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from mlic.errors import DataError
+from mlic.metrics import _column_blocks, check_inputs
+
+
+def best_f1_thresholds(y_true: Any, y_score: Any, default: float = 0.5) -> np.ndarray:
+    """Per-label threshold that maximises the label's F1 over its known entries.
+
+    For each label the known entries are sorted by score once; cumulative true and
+    false positives give, at every cut between distinct scores (predict present when
+    ``score >= cut``)::
+
+        F1 = 2 tp / (2 tp + fp + fn) = 2 tp / (tp + fp + n_pos)
+
+    The best cut is returned as the midpoint between the lowest score predicted
+    present and the next lower distinct known score (that score itself when there
+    is none, or when the two are adjacent floats), so that it sits between training
+    scores rather than on one. Ties in F1 go to the higher threshold.
+
+    Parameters
+    ----------
+    y_true : int array [n_samples, n_labels]
+        1 present, 0 absent, -1 unknown (left out).
+    y_score : float array [n_samples, n_labels]
+        Scores, e.g. sigmoid probabilities on validation data.
+    default : float, default 0.5
+        Threshold of labels with no known positive, which have no F1 to maximise.
+
+    Returns
+    -------
+    thresholds : float64 array [n_labels]
+
+    Examples
+    --------
+    >>> y_true = [[1, 0], [1, 0], [0, 1], [0, -1]]
+    >>> best_f1_thresholds(y_true, [[0.9, 0.1], [0.8, 0.7], [0.3, 0.6], [0.1, 0.9]])
+    array([0.55, 0.35])
+    """
+    c = check_inputs(y_true=y_true, y_score=y_score)
+    y_true, y_score = c["y_true"], c["y_score"]
+    default = float(default)
+    if np.isnan(default):
+        raise DataError("default must be a number, not NaN")
+    n, n_labels = y_true.shape
+    out = np.full(n_labels, default)
+    if n == 0:
+        return out
+    positions = np.arange(n)
+    for cols in _column_blocks(n, n_labels):
+        t = np.ascontiguousarray(y_true[:, cols].T)
+        s = np.ascontiguousarray(y_score[:, cols].T)
+        known = t >= 0
+        # Unknown entries sort last (-inf is below every finite score) and never form a cut.
+        s = np.where(known, s, np.array(-np.inf, dtype=s.dtype))
+        order = np.argsort(-s, axis=1)
+        s = np.take_along_axis(s, order, axis=1)
+        t = np.take_along_axis(t, order, axis=1)
+        tp = np.cumsum(t == 1, axis=1, dtype=np.int32)
+        fp = np.cumsum(t == 0, axis=1, dtype=np.int32)
+        n_pos, n_known = tp[:, -1], known.sum(axis=1)
+        cut = np.ones(s.shape, dtype=bool)  # the last entry of each run of tied scores
+        cut[:, :-1] = s[:, :-1] != s[:, 1:]
+        cut &= positions < n_known[:, None]
+        f1 = np.where(cut, 2.0 * tp / np.maximum(tp + fp + n_pos[:, None], 1), -1.0)
+        best = np.argmax(f1, axis=1)  # the first maximum: the highest threshold among ties
+        rows = np.arange(len(best))
+        upper = s[rows, best]
+        lower = s[rows, np.minimum(best + 1, n - 1)]
+        with np.errstate(invalid="ignore", over="ignore"):
+            mid = upper / 2 + lower / 2
+        inside = (best + 1 < n_known) & (mid > lower) & (mid <= upper)
+        threshold = np.where(inside, mid, upper).astype(np.float64)
+        out[cols] = np.where(n_pos > 0, threshold, default)
+    return out
+
+
+def apply_thresholds(y_score: Any, thresholds: Any) -> np.ndarray:
+    """Decisions ``y_score >= thresholds``.
+
+    ``y_score`` is float [n_samples, n_labels]; ``thresholds`` a float or float
+    [n_labels]. Returns bool [n_samples, n_labels].
+    """
+    c = check_inputs(y_score=y_score, thresholds=thresholds)
+    return c["y_score"] >= c["thresholds"]
+
+
+def top_k(y_score: Any, k: int) -> np.ndarray:
+    """Decisions that mark the ``k`` highest scores of each row.
+
+    Ties at the k-th score go to the labels with the lower index, so every row has
+    exactly ``k`` marks. ``y_score`` is float [n_samples, n_labels]; ``k`` is an
+    int in [0, n_labels]. Returns bool [n_samples, n_labels].
+
+    Examples
+    --------
+    >>> top_k([[0.1, 0.5, 0.5, 0.2]], 2)
+    array([[False,  True,  True, False]])
+    """
+    s = check_inputs(y_score=y_score)["y_score"]
+    n, n_labels = s.shape
+    try:
+        k = operator.index(k)
+    except TypeError:
+        raise DataError(f"k must be an integer in [0, {n_labels}]; got {k!r}") from None
+    if not 0 <= k <= n_labels:
+        raise DataError(f"k must be an integer in [0, n_labels] = [0, {n_labels}]; got {k}")
+    if k == 0 or n == 0:
+        return np.zeros(s.shape, dtype=bool)
+    kth = -np.partition(-s, k - 1, axis=1)[:, k - 1 : k]  # the k-th highest score of each row
+    above = s > kth
+    tied = s == kth
+    # Among the scores tied with the k-th, keep the first (lowest-index) ones that fill k.
+    need = k - above.sum(axis=1, keepdims=True)
+    return above | (tied & (np.cumsum(tied, axis=1) <= need))

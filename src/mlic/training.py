@@ -1,0 +1,432 @@
+"""Training through Lightning: data module, lightning module, and ``train`` that ends in an artifact.
+
+A run directory holds ``config.json`` (the resolved ``TrainConfig``),
+``checkpoints/`` (``last.ckpt`` to resume, ``best.ckpt``), ``logs/`` (CSV
+metrics per epoch) and ``artifact/``, which ``train`` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from mlic.artifact import Artifact, save_artifact
+from mlic.data import DEMO, Manifest, load_data
+from mlic.data.images import ImageDataset, Preprocessing, build_transform
+from mlic.errors import ConfigError
+from mlic.fileio import atomic_write_text
+from mlic.losses import SchemaLoss, create_label_loss
+from mlic.metrics import attribute_scores, mean_average_precision, multilabel_scores
+from mlic.models import Classifier, ModelConfig, build_classifier
+from mlic.predict import Probabilities, probabilities
+from mlic.thresholds import best_f1_thresholds
+
+
+@dataclass
+class TrainConfig:
+    """Every training option; saved as ``config.json`` in the run so that ``--resume`` can rebuild it."""
+
+    data: str | None = None
+    """Training data file; None trains MultiDigits."""
+    val_data: str | None = None
+    """Validation data; None splits ``val_fraction`` off the training data (MultiDigits has its own)."""
+    format: str | None = None
+    images_root: str | None = None
+    tag_separator: str = " "
+    out: str | None = None
+    backbone: str = "mlic_cnn"
+    pretrained: bool = False
+    weights: str | None = None
+    head: str = "linear"
+    loss: str = "bce"
+    pos_weight: float = 1.0
+    neg_weight: float = 1.0
+    max_epochs: int = 12
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    image_size: int | None = None
+    """Square input size; None: 64 for MultiDigits, 224 otherwise."""
+    augment: str | None = None
+    """Training augmentation (light, shift, none); None: shift on MultiDigits, light otherwise."""
+    hflip: bool | None = None
+    """Mirror images in training; None: yes, except on MultiDigits (mirrored digits are other digits)."""
+    val_fraction: float = 0.1
+    seed: int = 0
+    accelerator: str = "cpu"
+    devices: str = "1"
+    precision: str | None = None
+    """Lightning precision; None: bf16-mixed where the device supports bf16, else 32-true."""
+    channels_last: bool = True
+    num_workers: int | None = None
+    demo_train: int = 10_000
+    demo_val: int = 1_000
+    deterministic: bool = False
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown training options {unknown}; valid: {sorted(names)}")
+        return cls(**data)
+
+
+class MultiLabelModule(L.LightningModule):
+    """Optimises a ``Classifier`` with a ``SchemaLoss``; reports mAP and attribute accuracy on validation."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        loss: SchemaLoss,
+        *,
+        lr: float,
+        weight_decay: float,
+        warmup_epochs: float,
+        channels_last: bool,
+    ) -> None:
+        super().__init__()
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
+        self.loss = loss
+        self.channels_last = channels_last
+        self.save_hyperparameters(ignore=["model", "loss"])
+        self._val_logits: list[torch.Tensor] = []
+        self._val_targets: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels, attributes = batch
+        out = self.loss(self(images), labels, attributes)
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=len(images))
+        return out["loss"]
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels, attributes = batch
+        logits = self(images)
+        out = self.loss(logits, labels, attributes)
+        self.log("val/loss", out["loss"], prog_bar=True, batch_size=len(images), sync_dist=True)
+        self._val_logits.append(logits.float().cpu())
+        self._val_targets.append((labels.cpu(), attributes.cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_logits:
+            return
+        schema = self.model.schema
+        probs = probabilities(schema, torch.cat(self._val_logits))
+        labels = torch.cat([t[0] for t in self._val_targets]).numpy()
+        attributes = torch.cat([t[1] for t in self._val_targets]).numpy()
+        self._val_logits.clear()
+        self._val_targets.clear()
+        for name, value in validation_figures(schema.attribute_names, probs, labels, attributes).items():
+            self.log(f"val/{name}", value, prog_bar=name in ("mAP", "micro_f1"))
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, self.trainer.max_epochs)
+        warmup = min(total // 2, int(self.hparams.warmup_epochs * per_epoch))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, total)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def validation_figures(
+    attribute_names, probs: Probabilities, labels: np.ndarray, attributes: np.ndarray
+) -> dict:
+    """The figures logged each epoch: mAP, micro-F1 at 0.5 and each attribute's accuracy."""
+    figures = {}
+    if labels.shape[1]:
+        m_ap = mean_average_precision(labels, probs.labels)
+        figures["mAP"] = 0.0 if math.isnan(m_ap) else m_ap
+        figures["micro_f1"] = multilabel_scores(labels, probs.labels, 0.5)["micro_f1"]
+    for name, scores in attribute_scores(attributes, probs.attributes, attribute_names).items():
+        if not math.isnan(scores["accuracy"]):
+            figures[f"{name}_accuracy"] = scores["accuracy"]
+    return figures
+
+
+class DataModule(L.LightningDataModule):
+    """Train and validation manifests with their transforms and loaders."""
+
+    def __init__(
+        self,
+        train: Manifest,
+        val: Manifest,
+        preprocessing: Preprocessing,
+        *,
+        batch_size: int,
+        num_workers: int,
+        augment: str,
+    ) -> None:
+        super().__init__()
+        self.train_manifest, self.val_manifest = train, val
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.train_transform = build_transform(preprocessing, train=True, augment=augment)
+        self.eval_transform = build_transform(preprocessing, train=False)
+
+    def _loader(self, manifest: Manifest, transform, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            ImageDataset(manifest, transform),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(manifest) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_manifest, self.train_transform, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_manifest, self.eval_transform, shuffle=False)
+
+
+def load_splits(config: TrainConfig) -> tuple[Manifest, Manifest]:
+    """Training and validation manifests, with every image file checked before training starts."""
+    if is_demo(config):
+        return (
+            load_data(DEMO, split="train", demo_samples=config.demo_train, seed=config.seed),
+            load_data(DEMO, split="val", demo_samples=config.demo_val, seed=config.seed),
+        )
+    options = {
+        "format": config.format,
+        "images_root": config.images_root,
+        "tag_separator": config.tag_separator,
+    }
+    train = load_data(config.data, **options)
+    if config.val_data:
+        val = load_data(config.val_data, schema=train.schema, **options)
+    else:
+        train, val = random_split(train, config.val_fraction, config.seed)
+    for manifest in (train, val):
+        manifest.check_files()
+    return train, val
+
+
+def random_split(manifest: Manifest, fraction: float, seed: int) -> tuple[Manifest, Manifest]:
+    """A seeded random split of ``fraction`` of the images (at least one) for validation."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {fraction}")
+    if len(manifest) < 2:
+        raise ConfigError(
+            f"{manifest.source}: {len(manifest)} image(s) cannot be split into train and validation"
+        )
+    order = np.random.default_rng(seed).permutation(len(manifest))
+    n_val = min(len(manifest) - 1, max(1, round(fraction * len(manifest))))
+    return manifest.subset(np.sort(order[n_val:])), manifest.subset(np.sort(order[:n_val]))
+
+
+def resolve_precision(config: TrainConfig) -> str:
+    if config.precision:
+        return config.precision
+    if config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix work natively (AVX-512 bf16 or AMX); elsewhere bf16 is slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def default_run_dir() -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = Path("runs") / stamp, 1
+    while path.exists():
+        n += 1
+        path = Path("runs") / f"{stamp}-{n}"
+    return path
+
+
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, **options: object) -> Path:
+    """Train a model and return the path of its artifact.
+
+    ``config`` or keyword ``options`` (the fields of ``TrainConfig``) set the
+    run; ``resume`` continues the run directory of an interrupted ``train``
+    from its last checkpoint (``options`` may raise ``max_epochs``).
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        config = read_run_config(run_dir)
+        for key, value in options.items():
+            setattr(config, key, value)
+    else:
+        config = config or TrainConfig.from_dict(options)
+        run_dir = Path(config.out) if config.out else default_run_dir()
+        config.out = str(run_dir)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    train_set, val_set = load_splits(config)
+    preprocessing = resolve_preprocessing(config, train_set)
+    model = build_classifier(
+        train_set.schema,
+        ModelConfig(backbone=config.backbone, head=config.head),
+        pretrained=config.pretrained,
+        weights=config.weights,
+        mean=preprocessing.mean,
+        std=preprocessing.std,
+    )
+    label_loss = create_label_loss(config.loss, pos_weight=config.pos_weight, neg_weight=config.neg_weight)
+    module = MultiLabelModule(
+        model,
+        SchemaLoss(train_set.schema, label_loss),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        channels_last=config.channels_last,
+    )
+    workers = config.num_workers if config.num_workers is not None else default_workers(train_set)
+    augment = config.augment or ("shift" if is_demo(config) else "light")
+    data = DataModule(
+        train_set, val_set, preprocessing, batch_size=config.batch_size, num_workers=workers, augment=augment
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val/loss",
+        mode="min",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs,
+        accelerator=config.accelerator,
+        devices=parse_devices(config.devices),
+        precision=resolve_precision(config),
+        callbacks=[checkpoint],
+        logger=CSVLogger(run_dir, name="logs", version=""),
+        deterministic=config.deterministic,
+        enable_progress_bar=config.progress,
+        enable_model_summary=config.progress,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+    started = time.perf_counter()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(
+        module, datamodule=data, ckpt_path=str(last) if resume is not None and last.exists() else None
+    )
+    seconds = time.perf_counter() - started
+    if trainer.global_rank != 0:
+        return run_dir / "artifact"
+    if checkpoint.best_model_path:
+        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(best["state_dict"])
+    artifact = finish(module.model, preprocessing, data, run_dir / "artifact", config, trainer, seconds)
+    return artifact.path
+
+
+def finish(
+    model: Classifier,
+    preprocessing: Preprocessing,
+    data: DataModule,
+    path: Path,
+    config: TrainConfig,
+    trainer: L.Trainer,
+    seconds: float,
+) -> Artifact:
+    """Choose per-label thresholds on validation and write the artifact."""
+    model = model.to(memory_format=torch.contiguous_format).cpu().eval()
+    probs, labels, attributes = predict_loader(model, data.val_dataloader())
+    thresholds = best_f1_thresholds(labels, probs.labels)
+    figures = validation_figures(model.schema.attribute_names, probs, labels, attributes)
+    summary = {
+        "data": config.data or DEMO,
+        "train_images": len(data.train_manifest),
+        "val_images": len(data.val_manifest),
+        "epochs": trainer.current_epoch,
+        "seconds": round(seconds, 1),
+        "precision": str(trainer.precision),
+        "loss": {"name": config.loss, "pos_weight": config.pos_weight, "neg_weight": config.neg_weight},
+        "validation": {k: round(float(v), 6) for k, v in figures.items()},
+        "config": asdict(config),
+    }
+    return save_artifact(path, model, preprocessing, thresholds, training=summary)
+
+
+@torch.inference_mode()
+def predict_loader(model: Classifier, loader: DataLoader) -> tuple[Probabilities, np.ndarray, np.ndarray]:
+    logits, labels, attributes = [], [], []
+    for images, y, a in loader:
+        logits.append(model(images).float())
+        labels.append(y)
+        attributes.append(a)
+    return (
+        probabilities(model.schema, torch.cat(logits)),
+        torch.cat(labels).numpy(),
+        torch.cat(attributes).numpy(),
+    )
+
+
+def resolve_preprocessing(config: TrainConfig, train_set: Manifest) -> Preprocessing:
+    demo = is_demo(config)
+    size = config.image_size or (64 if demo else 224)
+    hflip = config.hflip if config.hflip is not None else not demo
+    return Preprocessing(image_size=(size, size), hflip=hflip)
+
+
+def is_demo(config: TrainConfig) -> bool:
+    return config.data is None or config.data == DEMO
+
+
+def default_workers(manifest: Manifest) -> int:
+    """No worker processes for in-memory data; otherwise one per core, up to 8."""
+    return 0 if manifest.pixels is not None else min(8, os.cpu_count() or 1)
+
+
+def parse_devices(devices: str | int) -> int | str | list[int]:
+    """Lightning's devices: a count, "auto", or a comma-separated list of indices."""
+    text = str(devices)
+    if text == "auto" or text.lstrip("-").isdigit():
+        return text if text == "auto" else int(text)
+    try:
+        return [int(d) for d in text.split(",") if d]
+    except ValueError:
+        raise ConfigError(f"devices must be a count, 'auto' or a list like '0,1'; got {devices!r}") from None
+
+
+def read_run_config(run_dir: Path) -> TrainConfig:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.json); pass the folder train wrote")
+    return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,205 @@
+"""mlic.thresholds checked against brute force (scikit-learn's F1), by hand and by properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from sklearn.metrics import f1_score
+
+from mlic.errors import DataError
+from mlic.thresholds import apply_thresholds, best_f1_thresholds, top_k
+
+
+def make_case(name: str, seed: int = 0, n: int = 50, n_labels: int = 6):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, n_labels)) < 0.3).astype(np.int8)
+    s = np.clip(0.5 * y + 0.8 * rng.random((n, n_labels)), 0, 1)
+    if name == "ties":
+        s = np.round(s, 1)
+    elif name == "unknowns":
+        y[rng.random(y.shape) < 0.3] = -1
+        s = np.round(s, 2)
+    elif name == "float32":
+        s = s.astype(np.float32)
+    return y, s
+
+
+def brute_force_best_f1(y, s):
+    """Per label: the highest F1 over every candidate threshold (each distinct known score)."""
+    best = []
+    for j in range(y.shape[1]):
+        m = y[:, j] >= 0
+        yt, sc = y[m, j], s[m, j]
+        best.append(max(f1_score(yt, sc >= c, zero_division=0) for c in np.unique(sc)))
+    return np.array(best)
+
+
+def f1_at(y, s, thresholds):
+    out = []
+    for j in range(y.shape[1]):
+        m = y[:, j] >= 0
+        out.append(f1_score(y[m, j], s[m, j] >= thresholds[j], zero_division=0))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "unknowns", "float32"])
+def test_thresholds_attain_the_brute_force_maximum(case):
+    y, s = make_case(case)
+    t = best_f1_thresholds(y, s)
+    assert t.dtype == np.float64 and t.shape == (y.shape[1],)
+    np.testing.assert_allclose(f1_at(y, s, t), brute_force_best_f1(y, s), atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "unknowns", "float32"])
+def test_midpoint_rule(case):
+    y, s = make_case(case, seed=1)
+    t = best_f1_thresholds(y, s)
+    for j in range(y.shape[1]):
+        known = np.unique(s[y[:, j] >= 0, j])  # ascending distinct known scores
+        above, below = known[known >= t[j]], known[known < t[j]]
+        lowest_positive = above.min()  # the lowest score predicted present
+        if below.size:
+            assert t[j] == pytest.approx((lowest_positive + below.max()) / 2, abs=1e-7)
+        else:
+            assert t[j] == lowest_positive
+
+
+def test_hand_examples():
+    y = np.array([[1, 1, 1], [1, 0, 1], [0, 0, 0], [0, 1, -1]])
+    s = np.array([[0.9, 0.9, 0.9], [0.8, 0.8, 0.8], [0.3, 0.7, 0.3], [0.1, 0.6, 0.1]])
+    t = best_f1_thresholds(y, s)
+    assert t[0] == pytest.approx(0.55)  # between 0.8 (last positive) and 0.3
+    # label 1: F1 ties at 2/3 between cutting after 0.9 and after 0.6: the higher threshold wins
+    assert t[1] == pytest.approx(0.85)
+    assert t[2] == pytest.approx(0.55)  # the unknown 0.1 is ignored; 0.3 is the next known score
+
+
+def test_threshold_is_the_score_itself_when_nothing_is_lower():
+    y = np.array([[1], [1], [1]])
+    s = np.array([[0.9], [0.4], [0.7]])
+    assert best_f1_thresholds(y, s)[0] == 0.4
+
+
+def test_adjacent_floats_keep_the_decision():
+    lo = np.float32(0.5)
+    hi = np.nextafter(lo, np.float32(1))
+    y = np.array([[1], [0]])
+    s = np.array([[hi], [lo]], dtype=np.float32)
+    t = best_f1_thresholds(y, s)
+    np.testing.assert_array_equal(apply_thresholds(s, t), y == 1)
+    np.testing.assert_array_equal(s >= t.astype(np.float32), y == 1)
+
+
+def test_default_for_labels_without_positives():
+    y = np.array([[0, -1, 1], [0, -1, 0], [0, -1, 0]])
+    s = np.array([[0.2, 0.9, 0.8], [0.1, 0.1, 0.1], [0.3, 0.5, 0.2]])
+    np.testing.assert_allclose(best_f1_thresholds(y, s), [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(best_f1_thresholds(y, s, default=0.7), [0.7, 0.7, 0.5])
+    np.testing.assert_array_equal(best_f1_thresholds(np.zeros((0, 2), int), np.zeros((0, 2))), [0.5, 0.5])
+
+
+def test_single_sample():
+    np.testing.assert_allclose(best_f1_thresholds([[1, 0]], [[0.3, 0.6]]), [0.3, 0.5])
+
+
+def test_blocks_agree(monkeypatch):
+    import mlic.metrics as m
+
+    y, s = make_case("unknowns", seed=2)
+    whole = best_f1_thresholds(y, s)
+    monkeypatch.setattr(m, "_BLOCK_ELEMENTS", y.shape[0])  # one column per block
+    np.testing.assert_array_equal(best_f1_thresholds(y, s), whole)
+
+
+def numpy_best_f1(yt, sc):
+    """Highest F1 of one label's known entries over every candidate threshold."""
+    n_pos = (yt == 1).sum()
+    best = 0.0
+    for c in np.unique(sc):
+        tp = ((sc >= c) & (yt == 1)).sum()
+        fp = ((sc >= c) & (yt == 0)).sum()
+        best = max(best, 2 * tp / (tp + fp + n_pos))
+    return best
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 12).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(np.int8, (n, 3), elements=st.sampled_from([-1, 0, 1])),
+            hnp.arrays(np.float64, (n, 3), elements=st.sampled_from([0.0, 0.2, 0.25, 0.5, 0.9, 1.0])),
+        )
+    )
+)
+def test_property_thresholds_attain_max_f1_and_ignore_unknowns(arrays):
+    y, s = arrays
+    t = best_f1_thresholds(y, s)
+    for j in range(y.shape[1]):
+        m = y[:, j] >= 0
+        yt, sc = y[m, j], s[m, j]
+        if not (yt == 1).any():
+            assert t[j] == 0.5
+            continue
+        pred = sc >= t[j]
+        tp, fp = (pred & (yt == 1)).sum(), (pred & (yt == 0)).sum()
+        assert 2 * tp / (tp + fp + (yt == 1).sum()) == pytest.approx(numpy_best_f1(yt, sc), abs=1e-12)
+        # The known entries alone give the same threshold: unknowns have no say.
+        assert best_f1_thresholds(yt[:, None], sc[:, None])[0] == t[j]
+
+
+# -- fixed thresholds and top-k -------------------------------------------------------------------
+def test_apply_thresholds():
+    s = np.array([[0.2, 0.5], [0.7, 0.1]])
+    np.testing.assert_array_equal(apply_thresholds(s, 0.5), [[False, True], [True, False]])
+    np.testing.assert_array_equal(apply_thresholds(s, [0.1, 0.6]), [[True, False], [True, False]])
+    assert apply_thresholds(s, 0.5).dtype == bool
+    with pytest.raises(DataError, match=r"thresholds must be .*\[n_labels\] = \[2\]"):
+        apply_thresholds(s, [0.1, 0.2, 0.3])
+    with pytest.raises(DataError, match="y_score must hold finite scores"):
+        apply_thresholds([[np.inf, 0.1]], 0.5)
+
+
+def naive_top_k(s, k):
+    out = np.zeros(s.shape, dtype=bool)
+    for i, row in enumerate(s):
+        for j in sorted(range(len(row)), key=lambda j: (-row[j], j))[:k]:
+            out[i, j] = True
+    return out
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 4, 5])
+def test_top_k_matches_naive_with_ties(k):
+    s = np.round(np.random.default_rng(0).random((30, 5)), 1)
+    s[0] = 0.5  # a row of ties
+    out = top_k(s, k)
+    np.testing.assert_array_equal(out, naive_top_k(s, k))
+    assert (out.sum(axis=1) == k).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)),
+                  elements=st.sampled_from([0.0, 0.3, 0.5, 1.0])), st.data())  # fmt: skip
+def test_property_top_k(s, data):
+    k = data.draw(st.integers(0, s.shape[1]))
+    np.testing.assert_array_equal(top_k(s, k), naive_top_k(s, k))
+
+
+@pytest.mark.parametrize(("k", "match"), [(-1, r"k must be an integer in \[0, n_labels\] = \[0, 3\]"),
+                                           (4, r"got 4"), (1.5, r"k must be an integer")])  # fmt: skip
+def test_top_k_rejects_bad_k(k, match):
+    with pytest.raises(DataError, match=match):
+        top_k(np.zeros((2, 3)), k)
+
+
+def test_input_errors():
+    with pytest.raises(DataError, match=r"y_true must hold 1 \(present\), 0 \(absent\) or -1"):
+        best_f1_thresholds([[2]], [[0.5]])
+    with pytest.raises(DataError, match=r"y_score has shape \(1, 2\) but y_true has shape \(1, 1\)"):
+        best_f1_thresholds([[1]], [[0.5, 0.2]])
+    with pytest.raises(DataError, match=r"y_score must hold finite scores; found nan at \[0, 0\]"):
+        best_f1_thresholds([[1]], [[np.nan]])
+    with pytest.raises(DataError, match=r"y_score must be a 2-D array"):
+        top_k(np.zeros(3), 1)
