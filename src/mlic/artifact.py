@@ -122,7 +122,10 @@ def load_artifact(path: str | Path) -> Artifact:
         raise ArtifactError(f"{config_file}: not valid JSON ({e}); the file is damaged") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ArtifactError(f"{config_file}: not an mlic artifact description")
-    if data.get("format_version", 0) > FORMAT_VERSION:
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise ArtifactError(f"{config_file}: field 'format_version' must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise ArtifactError(
             f"{config_file}: format version {data['format_version']} is newer than "
             f"this mlic understands ({FORMAT_VERSION}); upgrade mlic"
@@ -140,5 +143,5 @@ def load_artifact(path: str | Path) -> Artifact:
             data.get("training", {}),
             data.get("weights", {}).get("sha256", ""),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ArtifactError(f"{config_file}: missing or malformed field ({e!r})") from None

@@ -74,7 +74,7 @@ def to_tensor(image: ImageInput) -> torch.Tensor:
     if isinstance(image, Image.Image):
         return pil_to_tensor(image)
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
             raise DataError(
                 f"image arrays must be uint8 [H, W] or [H, W, 3], got {image.dtype} {image.shape}"
             )
@@ -145,11 +145,11 @@ class Predictor:
         schema = self.schema
         record: dict = {"path": str(image) if isinstance(image, str | Path) else None}
         record["labels"] = [schema.labels[j] for j in np.flatnonzero(decided[i])]
-        record["scores"] = {name: round(float(p), 6) for name, p in zip(schema.labels, probs.labels[i])}
+        record["scores"] = {name: float(p) for name, p in zip(schema.labels, probs.labels[i])}
         record["attributes"] = {}
         for a, p in zip(schema.attributes, probs.attributes):
             k = int(p[i].argmax())
-            record["attributes"][a.name] = {"class": a.classes[k], "probability": round(float(p[i, k]), 6)}
+            record["attributes"][a.name] = {"class": a.classes[k], "probability": float(p[i, k])}
         return record
 
 

@@ -33,6 +33,7 @@ class Attribute:
     classes: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        _check_sequence(self.classes, f"classes of attribute {self.name!r}")
         object.__setattr__(self, "classes", tuple(self.classes))
         _check_name(self.name, "attribute")
         if len(self.classes) < 2:
@@ -61,6 +62,8 @@ class LabelSchema:
     attributes: tuple[Attribute, ...] = field(default=())
 
     def __post_init__(self) -> None:
+        _check_sequence(self.labels, "labels")
+        _check_sequence(self.attributes, "attributes")
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(
             self,
@@ -181,14 +184,15 @@ class LabelSchema:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> LabelSchema:
+        expected = "expected {'labels': [...], 'attributes': [{'name': ..., 'classes': [...]}]}"
         try:
-            attributes = tuple(Attribute(a["name"], tuple(a["classes"])) for a in data.get("attributes", ()))
-            return cls(tuple(data.get("labels", ())), attributes)
+            attributes = data.get("attributes", ())
+            _check_sequence(attributes, "attributes")
+            return cls(data.get("labels", ()), tuple(Attribute(a["name"], a["classes"]) for a in attributes))
+        except SchemaError as e:
+            raise SchemaError(f"malformed schema: {e}") from None
         except (KeyError, TypeError, AttributeError) as e:
-            raise SchemaError(
-                f"malformed schema: {e!r}; expected {{'labels': [...], 'attributes': "
-                "[{'name': ..., 'classes': [...]}]}"
-            ) from None
+            raise SchemaError(f"malformed schema: {e!r}; {expected}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -199,6 +203,12 @@ class LabelSchema:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
             raise SchemaError(f"schema is not valid JSON: {e}") from None
+
+
+def _check_sequence(value: object, what: str) -> None:
+    """Refuse a lone string where a list of names belongs (it would split into characters)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise SchemaError(f"{what} must be a list of names, got {value!r}")
 
 
 def _check_name(name: object, what: str) -> None:

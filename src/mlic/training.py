@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from mlic.artifact import Artifact, save_artifact
 from mlic.data import DEMO, Manifest, load_data
 from mlic.data.images import ImageDataset, Preprocessing, build_transform
+from mlic.data.manifest import check_files
 from mlic.errors import ConfigError
 from mlic.fileio import atomic_write_text
 from mlic.losses import SchemaLoss, create_label_loss
@@ -230,12 +231,11 @@ def load_splits(config: TrainConfig) -> tuple[Manifest, Manifest]:
         "tag_separator": config.tag_separator,
     }
     train = load_data(config.data, **options)
-    if config.val_data:
-        val = load_data(config.val_data, schema=train.schema, **options)
-    else:
-        train, val = random_split(train, config.val_fraction, config.seed)
-    for manifest in (train, val):
-        manifest.check_files()
+    if not config.val_data:
+        check_files(train)
+        return random_split(train, config.val_fraction, config.seed)
+    val = load_data(config.val_data, schema=train.schema, **options)
+    check_files(train, val)
     return train, val
 
 
@@ -349,8 +349,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     seconds = time.perf_counter() - started
     if trainer.global_rank != 0:
         return run_dir / "artifact"
-    if checkpoint.best_model_path:
-        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    best_path = run_dir / "checkpoints" / "best.ckpt"
+    if best_path.is_file():
+        best = torch.load(best_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
     artifact = finish(module.model, preprocessing, data, run_dir / "artifact", config, trainer, seconds)
     return artifact.path

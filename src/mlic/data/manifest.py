@@ -64,18 +64,15 @@ class Manifest:
             dict(self.meta),
         )
 
+    def missing_files(self) -> list[str]:
+        """Image files of this manifest that do not exist (none for in-memory data)."""
+        if self.pixels is not None:
+            return []
+        return [p for p in self.paths if not Path(p).is_file()]
+
     def check_files(self) -> None:
         """Raise one ``DataError`` that lists every image file that does not exist."""
-        if self.pixels is not None:
-            return
-        missing = [p for p in self.paths if not Path(p).is_file()]
-        if missing:
-            shown = "\n  ".join(missing[:50])
-            more = f"\n  ... and {len(missing) - 50} more" if len(missing) > 50 else ""
-            raise DataError(
-                f"{self.source or 'manifest'}: {len(missing)} of {len(self.paths)} image files "
-                f"are missing:\n  {shown}{more}"
-            )
+        check_files(self)
 
     def to_schema(self, schema: LabelSchema) -> Manifest:
         """The same images with targets re-laid out for ``schema`` (e.g. a trained model's).
@@ -112,3 +109,19 @@ class Manifest:
         ]
         meta = dict(self.meta, dropped=dropped)
         return Manifest(schema, list(self.paths), labels, attributes, self.pixels, self.source, meta)
+
+
+def check_files(*manifests: Manifest) -> None:
+    """Raise one ``DataError`` that lists every missing image file of all ``manifests``."""
+    lines, total, n_missing = [], 0, 0
+    for m in manifests:
+        missing = m.missing_files()
+        total += len(m)
+        n_missing += len(missing)
+        if missing:
+            lines.append(f"{m.source or 'manifest'}: {len(missing)} of {len(m)} image files are missing:")
+            lines += [f"  {p}" for p in missing[:50]]
+            if len(missing) > 50:
+                lines.append(f"  ... and {len(missing) - 50} more")
+    if n_missing:
+        raise DataError("\n".join(lines))

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mlic.errors import ConfigError
 from mlic.models.backbones import DEFAULT_BACKBONE, create_backbone
 from mlic.models.heads import create_head
 from mlic.schema import LabelSchema
@@ -23,6 +24,10 @@ class ModelConfig:
     head_kwargs: dict = field(default_factory=dict)
     in_chans: int = 3
     drop_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.in_chans != 3:
+            raise ConfigError(f"in_chans must be 3: mlic decodes every image to RGB, got {self.in_chans}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,5 +92,7 @@ def build_classifier(
         in_chans=config.in_chans,
         drop_rate=config.drop_rate,
     )
-    head = create_head(config.head, backbone.num_features, schema.num_outputs, **config.head_kwargs)
+    # timm models with a hidden pre-logits layer (MobileNetV3, ...) emit head_hidden_size features.
+    width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    head = create_head(config.head, width, schema.num_outputs, **config.head_kwargs)
     return Classifier(backbone, head, schema, config, mean, std)

@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny trained MultiDigits artifact, and image folders written to disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlic.data import multidigits
+
+TINY = {
+    "demo_train": 256,
+    "demo_val": 64,
+    "max_epochs": 1,
+    "batch_size": 64,
+    "image_size": 32,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run directory from one short epoch on a small MultiDigits (trained once per session)."""
+    from mlic.training import train
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    train(out=str(run), **TINY)
+    return run
+
+
+@pytest.fixture(scope="session")
+def digit_files(tmp_path_factory) -> dict:
+    """MultiDigits test canvases as PNG files, with a tags CSV, a multi-hot CSV and a JSONL beside them."""
+    root = tmp_path_factory.mktemp("digits")
+    m = multidigits("test", 48, seed=1)
+    (root / "images").mkdir()
+    names = []
+    for i, pixels in enumerate(m.pixels):
+        name = f"images/{i:03d}.png"
+        Image.fromarray(pixels).save(root / name)
+        names.append(name)
+    schema = m.schema
+    rows = [schema.decode(m.labels[i], m.attributes[i]) for i in range(len(m))]
+    with open(root / "tags.csv", "w") as f:
+        f.write("image,tags\n")
+        for name, row in zip(names, rows):
+            f.write(f"{name},{' '.join(row['labels'])}\n")
+    with open(root / "multihot.csv", "w") as f:
+        f.write(",".join(["path", *schema.labels, *schema.attribute_names]) + "\n")
+        for i, name in enumerate(names):
+            attrs = [rows[i]["attributes"][a] for a in schema.attribute_names]
+            f.write(",".join([name, *map(str, m.labels[i]), *attrs]) + "\n")
+    with open(root / "data.jsonl", "w") as f:
+        for name, row in zip(names, rows):
+            f.write(
+                json.dumps({"path": name, "labels": row["labels"], "attributes": row["attributes"]}) + "\n"
+            )
+    return {"root": root, "manifest": m, "paths": [root / n for n in names]}
+
+
+def label_matrix(records: list[dict], labels: tuple[str, ...]) -> np.ndarray:
+    """Decided labels of predict records as a 0/1 matrix."""
+    return np.array([[name in r["labels"] for name in labels] for r in records], dtype=np.int8)

@@ -1,0 +1,268 @@
+"""Tests of mlic.artifact: save/load round trips, the paths load_artifact accepts, every damage it reports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mlic.artifact import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    Artifact,
+    load_artifact,
+    save_artifact,
+)
+from mlic.data.images import Preprocessing
+from mlic.errors import ArtifactError
+from mlic.models import ModelConfig, build_classifier
+from mlic.schema import Attribute, LabelSchema
+
+SCHEMA = LabelSchema(("cat", "dog", "bird"), (Attribute("size", ("s", "m", "l")),))
+PRE = Preprocessing(image_size=(32, 32), mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1), hflip=False)
+THRESHOLDS = np.array([0.25, 0.5, 0.8125])
+TRAINING = {"epochs": 3, "val": {"mAP": 0.75}, "data": "demo"}
+
+
+def make_model(schema: LabelSchema = SCHEMA, config: ModelConfig | None = None, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_classifier(schema, config, mean=PRE.mean, std=PRE.std)
+    for m in model.modules():  # non-default BatchNorm statistics, so buffers travel too
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def save(path: Path, schema: LabelSchema = SCHEMA, thresholds=THRESHOLDS, **kwargs) -> Artifact:
+    return save_artifact(
+        path, make_model(schema), PRE, thresholds, threshold_policy="fixed", training=TRAINING, **kwargs
+    )
+
+
+@pytest.fixture
+def artifact_dir(tmp_path) -> Path:
+    save(tmp_path / "run" / "artifact")
+    return tmp_path / "run" / "artifact"
+
+
+def edit_config(folder: Path, change) -> Path:
+    path = folder / CONFIG_FILE
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def images(seed: int = 1) -> torch.Tensor:
+    return torch.randint(
+        0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
+
+
+# -- round trip ------------------------------------------------------------------------------------
+def test_save_writes_weights_and_description(artifact_dir):
+    assert sorted(p.name for p in artifact_dir.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
+    data = json.loads((artifact_dir / CONFIG_FILE).read_text())
+    assert data["format"] == FORMAT and data["format_version"] == FORMAT_VERSION
+    assert data["thresholds"] == {"cat": 0.25, "dog": 0.5, "bird": 0.8125}
+    assert data["weights"]["file"] == WEIGHTS_FILE
+    assert len(data["weights"]["sha256"]) == 64
+
+
+def test_round_trip(artifact_dir):
+    artifact = load_artifact(artifact_dir)
+    assert artifact.path == artifact_dir
+    assert artifact.schema == SCHEMA
+    np.testing.assert_array_equal(artifact.thresholds, THRESHOLDS)
+    assert artifact.thresholds.dtype == np.float64
+    assert artifact.preprocessing == PRE
+    assert artifact.model == ModelConfig()
+    assert artifact.training == TRAINING
+    assert artifact.threshold_policy == "fixed"
+
+
+def test_rebuilt_model_gives_identical_logits(tmp_path):
+    model = make_model(seed=3)
+    artifact = save_artifact(tmp_path / "a", model, PRE, THRESHOLDS)
+    rebuilt = load_artifact(tmp_path / "a").build_model()
+    assert not rebuilt.training
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+    # The normalisation constants come back from the preprocessing config.
+    torch.testing.assert_close(rebuilt.normalize(x), model.normalize(x))
+    assert artifact.build_model().training is False
+
+
+def test_round_trip_of_a_non_default_model(tmp_path):
+    config = ModelConfig(backbone="mlic_cnn_wide", head_kwargs={"dropout": 0.1}, drop_rate=0.2)
+    model = make_model(config=config, seed=4)
+    save_artifact(tmp_path, model, PRE, THRESHOLDS)
+    artifact = load_artifact(tmp_path)
+    assert artifact.model == config
+    with torch.no_grad():
+        torch.testing.assert_close(artifact.build_model()(images()), model(images()), rtol=0, atol=0)
+
+
+def test_round_trip_of_an_attributes_only_schema(tmp_path):
+    schema = LabelSchema(attributes=(Attribute("size", ("s", "m", "l")),))
+    save(tmp_path, schema, thresholds=np.zeros(0))
+    artifact = load_artifact(tmp_path)
+    assert artifact.schema == schema and artifact.thresholds.shape == (0,)
+    assert artifact.build_model()(images()).shape == (3, 3)
+
+
+@pytest.mark.parametrize("which", ["artifact", "run", "config"])
+def test_load_accepts_artifact_run_dir_and_config_path(artifact_dir, which):
+    path = {"artifact": artifact_dir, "run": artifact_dir.parent, "config": artifact_dir / CONFIG_FILE}[which]
+    artifact = load_artifact(str(path))
+    assert artifact.path == artifact_dir
+    assert artifact.schema == SCHEMA
+
+
+def test_save_config_rewrites_atomically(artifact_dir):
+    artifact = load_artifact(artifact_dir)
+    artifact.thresholds = np.array([0.1, 0.2, 0.3])
+    artifact.threshold_policy = "per-label-f1"
+    artifact.save_config()
+    assert sorted(p.name for p in artifact_dir.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
+    again = load_artifact(artifact_dir)
+    np.testing.assert_array_equal(again.thresholds, [0.1, 0.2, 0.3])
+    assert again.threshold_policy == "per-label-f1"
+    assert again.weights_sha256 == artifact.weights_sha256
+    again.build_model()  # the checksum still matches the weights
+
+
+def test_save_over_an_existing_artifact(artifact_dir):
+    before = load_artifact(artifact_dir).weights_sha256
+    model = make_model(seed=9)
+    save_artifact(artifact_dir, model, PRE, THRESHOLDS)
+    artifact = load_artifact(artifact_dir)
+    assert artifact.weights_sha256 != before
+    assert artifact.training == {}
+    with torch.no_grad():
+        torch.testing.assert_close(artifact.build_model()(images()), model(images()), rtol=0, atol=0)
+    assert not [p for p in artifact_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+# -- errors ----------------------------------------------------------------------------------------
+def assert_artifact_error(path: Path, match: str, call=load_artifact, arg=None) -> None:
+    with pytest.raises(ArtifactError, match=match) as info:
+        call(arg if arg is not None else path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_directory(tmp_path):
+    assert_artifact_error(tmp_path / "nowhere", "not an mlic artifact")
+
+
+def test_directory_without_description(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_artifact_error(tmp_path / "empty", r"no mlic\.json")
+
+
+def test_description_not_json(artifact_dir):
+    (artifact_dir / CONFIG_FILE).write_text("{ this is not json")
+    assert_artifact_error(artifact_dir / CONFIG_FILE, "not valid JSON", arg=artifact_dir)
+
+
+def test_description_not_utf8(artifact_dir):
+    (artifact_dir / CONFIG_FILE).write_bytes(b"\xff\xfe\x00garbage")
+    assert_artifact_error(artifact_dir / CONFIG_FILE, "not valid JSON", arg=artifact_dir)
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"mlic-artifact"', '{"format": "something-else"}', "{}"])
+def test_wrong_format(artifact_dir, content):
+    (artifact_dir / CONFIG_FILE).write_text(content)
+    assert_artifact_error(artifact_dir / CONFIG_FILE, "not an mlic artifact description", arg=artifact_dir)
+
+
+def test_newer_format_version(artifact_dir):
+    path = edit_config(artifact_dir, lambda d: d.update(format_version=FORMAT_VERSION + 1))
+    assert_artifact_error(
+        path, f"format version {FORMAT_VERSION + 1} is newer.*upgrade mlic", arg=artifact_dir
+    )
+
+
+@pytest.mark.parametrize("field", ["schema", "model", "preprocessing", "thresholds"])
+def test_missing_field(artifact_dir, field):
+    path = edit_config(artifact_dir, lambda d: d.pop(field))
+    assert_artifact_error(path, f"missing or malformed field.*{field}", arg=artifact_dir)
+
+
+def test_missing_threshold_of_one_label(artifact_dir):
+    path = edit_config(artifact_dir, lambda d: d["thresholds"].pop("dog"))
+    assert_artifact_error(path, "missing or malformed field.*dog", arg=artifact_dir)
+
+
+def test_malformed_schema(artifact_dir):
+    path = edit_config(artifact_dir, lambda d: d.update(schema={"labels": ["a", "a"]}))
+    assert_artifact_error(path, "missing or malformed field", arg=artifact_dir)
+
+
+def test_non_integer_format_version(artifact_dir):
+    path = edit_config(artifact_dir, lambda d: d.update(format_version="1"))
+    assert_artifact_error(path, "format", arg=artifact_dir)
+
+
+def test_malformed_weights_field(artifact_dir):
+    path = edit_config(artifact_dir, lambda d: d.update(weights=WEIGHTS_FILE))
+    assert_artifact_error(path, "missing or malformed field", arg=artifact_dir)
+
+
+def test_weights_missing(artifact_dir):
+    (artifact_dir / WEIGHTS_FILE).unlink()
+    artifact = load_artifact(artifact_dir)  # the description alone loads
+    with pytest.raises(ArtifactError, match=f"{re.escape(WEIGHTS_FILE)} is missing") as info:
+        artifact.build_model()
+    assert str(artifact_dir) in str(info.value)
+
+
+def test_weights_corrupted(artifact_dir):
+    path = artifact_dir / WEIGHTS_FILE
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 16):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert_artifact_error(
+        path, "checksum does not match", call=lambda p: load_artifact(p).build_model(), arg=artifact_dir
+    )
+
+
+def test_weights_truncated(artifact_dir):
+    path = artifact_dir / WEIGHTS_FILE
+    path.write_bytes(path.read_bytes()[:1000])
+    assert_artifact_error(
+        path, "checksum does not match", call=lambda p: load_artifact(p).build_model(), arg=artifact_dir
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_weights_without_checksum(artifact_dir, damage):
+    path = artifact_dir / WEIGHTS_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[:1000] if damage == "truncated" else b"\x00" * 64)
+    edit_config(artifact_dir, lambda d: d.pop("weights"))
+    artifact = load_artifact(artifact_dir)
+    assert artifact.weights_sha256 == ""
+    with pytest.raises(ArtifactError, match="cannot load weights") as info:
+        artifact.build_model()
+    assert str(path) in str(info.value)
+
+
+def test_weights_of_another_model(artifact_dir):
+    """Weights that do not fit the described network are refused, even when the checksum is updated."""
+    other = build_classifier(LabelSchema(("x",)))
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, artifact_dir / WEIGHTS_FILE)
+    edit_config(artifact_dir, lambda d: d.pop("weights"))
+    with pytest.raises(ArtifactError, match="cannot load weights") as info:
+        load_artifact(artifact_dir).build_model()
+    assert str(artifact_dir / WEIGHTS_FILE) in str(info.value)

@@ -1,0 +1,99 @@
+"""End to end through the ``mlic`` command: train, evaluate, predict, on the demo and on files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+from typer.testing import CliRunner
+
+from conftest import TINY, label_matrix
+from drawing import draw_free_digits
+from mlic.cli import app
+from mlic.data.demo import SCHEMA
+
+runner = CliRunner()
+TINY_ARGS = [
+    "--demo-train", str(TINY["demo_train"]), "--demo-val", str(TINY["demo_val"]),
+    "--max-epochs", "1", "--batch-size", "64", "--image-size", "32", "--no-progress",
+]  # fmt: skip
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.stdout
+
+
+def artifact_of(stdout: str) -> Path:
+    """The artifact path that ``mlic train`` prints on its last line."""
+    return Path(stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("source", ["tags.csv", "multihot.csv", "data.jsonl"])
+def test_train_evaluate_predict_from_files(source, digit_files, tmp_path):
+    root = digit_files["root"]
+    artifact = artifact_of(invoke("train", "--data", root / source, "--out", tmp_path / "run", *TINY_ARGS))
+    assert (artifact / "mlic.json").is_file() and artifact.parent == tmp_path / "run"
+    meta = json.loads((artifact / "mlic.json").read_text())
+    assert meta["schema"]["labels"] == list(SCHEMA.labels)
+    assert bool(meta["schema"]["attributes"]) == (source != "tags.csv")
+
+    figures = json.loads(invoke("evaluate", artifact, root / source, "--json"))
+    assert figures["n_samples"] == 48 and 0.0 <= figures["mAP"] <= 1.0
+
+    lines = invoke("predict", artifact, root / "images").strip().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 48
+    assert {"path", "labels", "scores", "attributes"} <= set(records[0])
+    thresholds = np.array([meta["thresholds"][n] for n in SCHEMA.labels])
+    scores = np.array([[r["scores"][n] for n in SCHEMA.labels] for r in records])
+    assert (label_matrix(records, SCHEMA.labels) == (scores >= thresholds)).all()
+
+
+def test_predict_overrides_with_top_k_and_threshold(tiny_run, digit_files):
+    files = digit_files["paths"][:5]
+    top2 = [json.loads(line) for line in invoke("predict", tiny_run, *files, "--top-k", "2").splitlines()]
+    assert all(len(r["labels"]) == 2 for r in top2)
+    for r in top2:
+        best = sorted(r["scores"], key=r["scores"].get, reverse=True)[:2]
+        assert set(r["labels"]) == set(best)
+    none = [
+        json.loads(line) for line in invoke("predict", tiny_run, *files, "--threshold", "1.0").splitlines()
+    ]
+    assert all(r["labels"] == [n for n, s in r["scores"].items() if s >= 1.0] for r in none)
+    record = top2[0]
+    assert set(record["attributes"]) == {"count", "largest"}
+    assert record["attributes"]["largest"]["class"] in ("small", "medium", "large")
+
+
+def test_errors_are_one_line_messages_with_exit_code_2(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path), str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not an mlic artifact" in result.stderr
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "none.csv"), "--no-progress"])
+    assert result.exit_code == 2 and "none.csv" in result.stderr
+    result = runner.invoke(
+        app, ["train", "--backbone", "resnet_5O", "--no-progress", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2 and "unknown backbone" in result.stderr
+
+
+@pytest.mark.slow
+def test_default_demo_training_meets_the_promised_figures(tmp_path):
+    """`mlic train` with no data, then `mlic evaluate ARTIFACT demo --json` (the README's first command)."""
+    artifact = artifact_of(invoke("train", "--out", tmp_path / "run", "--no-progress"))
+    figures = json.loads(invoke("evaluate", artifact, "demo", "--json"))
+    assert figures["mAP"] >= 0.99
+    assert figures["micro_f1"] >= 0.97
+    assert figures["attributes"]["count"]["accuracy"] >= 0.98
+    assert figures["attributes"]["largest"]["accuracy"] >= 0.97
+
+    paths, truth = draw_free_digits(tmp_path / "free", 300)
+    records = [json.loads(line) for line in invoke("predict", artifact, tmp_path / "free").splitlines()]
+    by_path = {r["path"]: r for r in records}
+    scores = np.array([[by_path[str(p)]["scores"][n] for n in SCHEMA.labels] for p in paths])
+    assert average_precision_score(truth, scores, average="macro") >= 0.95

@@ -1,0 +1,76 @@
+"""Evaluation of an artifact: figures equal scikit-learn's on the same predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    hamming_loss,
+    precision_score,
+    recall_score,
+)
+
+import mlic
+from mlic.evaluation import format_report
+from mlic.thresholds import apply_thresholds
+
+
+def test_figures_equal_scikit_learn_on_the_same_predictions(tiny_run):
+    figures = mlic.evaluate(tiny_run, "demo", demo_samples=200)
+    predictor = mlic.load(tiny_run)
+    m = mlic.data.load_data("demo", split="test", demo_samples=200)
+    probs = predictor.predict_manifest(m)
+    y_pred = apply_thresholds(probs.labels, predictor.artifact.thresholds)
+    have_pos = m.labels.sum(0) > 0
+    ap = [average_precision_score(m.labels[:, j], probs.labels[:, j]) for j in np.flatnonzero(have_pos)]
+    assert figures["mAP"] == pytest.approx(np.mean(ap), abs=1e-9)
+    assert figures["micro_f1"] == pytest.approx(f1_score(m.labels, y_pred, average="micro", zero_division=0))
+    assert figures["micro_precision"] == pytest.approx(precision_score(m.labels, y_pred, average="micro"))
+    assert figures["micro_recall"] == pytest.approx(recall_score(m.labels, y_pred, average="micro"))
+    labels = list(np.flatnonzero(have_pos))
+    macro = f1_score(m.labels, y_pred, average="macro", labels=labels, zero_division=0)
+    assert figures["macro_f1"] == pytest.approx(macro)
+    assert figures["hamming_loss"] == pytest.approx(hamming_loss(m.labels, y_pred))
+    attr_pred = np.stack([p.argmax(1) for p in probs.attributes], 1)
+    for j, name in enumerate(m.schema.attribute_names):
+        assert figures["attributes"][name]["accuracy"] == pytest.approx(
+            accuracy_score(m.attributes[:, j], attr_pred[:, j])
+        )
+    onehot = [np.eye(len(a.classes), dtype=int)[v] for a, v in zip(m.schema.attributes, attr_pred.T)]
+    truth = [np.eye(len(a.classes), dtype=int)[v] for a, v in zip(m.schema.attributes, m.attributes.T)]
+    subset = accuracy_score(np.hstack([m.labels, *truth]), np.hstack([y_pred, *onehot]))
+    assert figures["subset_accuracy"] == pytest.approx(subset)
+    assert figures["at_0.5"]["micro_f1"] == pytest.approx(
+        f1_score(m.labels, probs.labels >= 0.5, average="micro", zero_division=0)
+    )
+
+
+def test_evaluate_reads_files_and_ignores_labels_the_model_lacks(tiny_run, digit_files, tmp_path):
+    root = digit_files["root"]
+    lines = (root / "tags.csv").read_text().splitlines()
+    extra = tmp_path / "extra.csv"
+    extra.write_text(
+        "\n".join(
+            [lines[0]] + [f"{root}/{line.split(',')[0]},{line.split(',')[1]} zebra" for line in lines[1:]]
+        )
+        + "\n"
+    )
+    with pytest.warns(UserWarning, match="zebra"):
+        figures = mlic.evaluate(tiny_run, extra)
+    assert figures["n_samples"] == 48
+    assert figures["ignored"] == ["zebra"]
+    assert "zebra" in format_report(figures)
+
+
+def test_report_is_a_readable_table(tiny_run):
+    text = format_report(mlic.evaluate(tiny_run, "demo", demo_samples=64))
+    for word in ("mAP", "micro_f1", "hamming_loss", "subset_accuracy", "count", "largest", "digit_9"):
+        assert word in text
+
+
+def test_evaluate_on_a_missing_file_is_a_clear_error(tiny_run, tmp_path):
+    with pytest.raises(mlic.DataError, match="no such file"):
+        mlic.evaluate(tiny_run, tmp_path / "nope.csv")

@@ -1,0 +1,298 @@
+"""Tests of mlic.predict on a tiny random-weight artifact: probabilities, decisions, inputs and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mlic
+from mlic.artifact import save_artifact
+from mlic.data.images import Preprocessing
+from mlic.data.manifest import Manifest
+from mlic.errors import ConfigError, DataError
+from mlic.models import build_classifier
+from mlic.predict import Predictor, find_images, load, probabilities
+from mlic.schema import Attribute, LabelSchema
+
+SCHEMA = LabelSchema(
+    ("cat", "dog", "bird", "fish"),
+    (Attribute("size", ("s", "m", "l")), Attribute("indoor", ("no", "yes"))),
+)
+# Label "cat" is always decided (p >= 0), "dog" never (p < 1), the others by their scores.
+THRESHOLDS = np.array([0.0, 1.0, 0.5, 0.45])
+
+
+@pytest.fixture(scope="module")
+def artifact_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_classifier(SCHEMA)
+    with torch.no_grad():  # spread the scores so that decisions differ between labels and images
+        model.head.fc.weight.mul_(20)
+    run = tmp_path_factory.mktemp("predict") / "run"
+    save_artifact(run / "artifact", model, Preprocessing(image_size=(32, 32), hflip=False), THRESHOLDS)
+    return run / "artifact"
+
+
+@pytest.fixture(scope="module")
+def predictor(artifact_dir) -> Predictor:
+    return Predictor.from_path(artifact_dir)
+
+
+def arrays(n: int = 5, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shapes = [(32, 32, 3), (40, 24, 3), (17, 50), (64, 64), (33, 33, 3)]
+    return [rng.integers(0, 256, shapes[i % len(shapes)], dtype=np.uint8) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def path_probs(predictor, image_files):
+    """Probabilities of the image files, computed once."""
+    return predictor.predict_proba(image_files[0])
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory) -> tuple[list[Path], list[np.ndarray]]:
+    folder = tmp_path_factory.mktemp("images")
+    pixels = arrays()
+    paths = []
+    for i, a in enumerate(pixels):
+        paths.append(folder / f"{i}.png")
+        Image.fromarray(a).save(paths[-1])
+    return paths, pixels
+
+
+# -- probabilities ---------------------------------------------------------------------------------
+def test_probabilities_sigmoid_and_softmax_per_attribute():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, SCHEMA.num_outputs, generator=g) * 3
+    probs = probabilities(SCHEMA, logits)
+    assert probs.labels.shape == (6, 4)
+    np.testing.assert_allclose(probs.labels, 1 / (1 + np.exp(-logits[:, :4].numpy())), rtol=1e-5)
+    assert [p.shape for p in probs.attributes] == [(6, 3), (6, 2)]
+    for p, sl in zip(probs.attributes, SCHEMA.attribute_slices):
+        np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
+        z = logits[:, sl].numpy()
+        expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(p, expected, rtol=1e-5)
+    # Softmax is per attribute: shifting one attribute's logits changes nothing, unlike the labels.
+    shifted = logits.clone()
+    shifted[:, 4:7] += 10
+    again = probabilities(SCHEMA, shifted)
+    np.testing.assert_allclose(again.attributes[0], probs.attributes[0], rtol=1e-5)
+    np.testing.assert_array_equal(again.labels, probs.labels)
+
+
+def test_probabilities_of_half_logits_are_float32():
+    probs = probabilities(SCHEMA, torch.zeros(2, SCHEMA.num_outputs, dtype=torch.bfloat16))
+    assert probs.labels.dtype == np.float32
+    np.testing.assert_array_equal(probs.labels, 0.5)
+    np.testing.assert_allclose(probs.attributes[0], 1 / 3)
+
+
+# -- predict ---------------------------------------------------------------------------------------
+def check_records(records: list[dict], probs, decided: np.ndarray) -> None:
+    for i, r in enumerate(records):
+        assert set(r) == {"path", "labels", "scores", "attributes"}
+        assert r["labels"] == [SCHEMA.labels[j] for j in np.flatnonzero(decided[i])]
+        assert list(r["scores"]) == list(SCHEMA.labels)
+        np.testing.assert_allclose(list(r["scores"].values()), probs.labels[i], atol=1e-6)
+        assert list(r["attributes"]) == ["size", "indoor"]
+        for a, p in zip(SCHEMA.attributes, probs.attributes):
+            k = int(p[i].argmax())
+            assert r["attributes"][a.name]["class"] == a.classes[k]
+            assert r["attributes"][a.name]["probability"] == pytest.approx(p[i, k], abs=1e-6)
+
+
+def test_predict_paths(predictor, image_files):
+    paths, _ = image_files
+    records = predictor.predict(paths)
+    assert len(records) == len(paths)
+    assert [r["path"] for r in records] == [str(p) for p in paths]
+    probs = predictor.predict_proba(paths)
+    decided = probs.labels >= THRESHOLDS
+    check_records(records, probs, decided)
+    assert decided[:, 0].all() and not decided[:, 1].any()
+    # The scores vary between images, so the decisions are not a constant answer.
+    assert probs.labels.std(axis=0)[2:].min() > 0.01
+
+
+def test_predict_paths_pil_images_and_arrays_agree(predictor, image_files):
+    paths, pixels = image_files
+    by_path = predictor.predict(paths)
+    by_array = predictor.predict(pixels)
+    by_pil = predictor.predict([Image.fromarray(a) for a in pixels])
+    by_str = predictor.predict([str(p) for p in paths])
+    for records in (by_array, by_pil):
+        assert [r["path"] for r in records] == [None] * len(pixels)
+    for a, b, c, d in zip(by_path, by_array, by_pil, by_str):
+        assert a["scores"] == b["scores"] == c["scores"] == d["scores"]
+        assert a["labels"] == b["labels"] == c["labels"]
+        assert a["attributes"] == b["attributes"] == c["attributes"]
+
+
+def test_predict_uint8_tensor(predictor, image_files):
+    _, pixels = image_files
+    tensor = torch.from_numpy(pixels[0]).permute(2, 0, 1).contiguous()
+    assert predictor.predict([tensor])[0]["scores"] == predictor.predict([pixels[0]])[0]["scores"]
+
+
+def test_predict_matches_the_model(artifact_dir, predictor):
+    """Scores are the sigmoid of the model's logits on the resized image."""
+    a = arrays(1, seed=4)[0]
+    assert a.shape == (32, 32, 3)  # already the input size: no resizing
+    model = mlic.load_artifact(artifact_dir).build_model()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(a).permute(2, 0, 1)[None])
+    expected = torch.sigmoid(logits[0, :4]).numpy()
+    np.testing.assert_allclose(predictor.predict_proba([a]).labels[0], expected, rtol=1e-5)
+
+
+def test_predict_batches_agree(artifact_dir, image_files):
+    paths, _ = image_files
+    one = Predictor.from_path(artifact_dir, batch_size=1).predict_proba(paths)
+    many = Predictor.from_path(artifact_dir, batch_size=64).predict_proba(paths)
+    np.testing.assert_allclose(one.labels, many.labels, atol=1e-5)
+
+
+def test_predict_manifest_matches_predict(predictor):
+    pixels = np.stack([a for a in arrays(5, seed=2) if a.shape == (32, 32, 3)] * 2)
+    n = len(pixels)
+    manifest = Manifest(
+        SCHEMA, [f"m{i}" for i in range(n)], np.zeros((n, 4)), np.zeros((n, 2)), pixels=pixels
+    )
+    np.testing.assert_array_equal(
+        predictor.predict_manifest(manifest).labels, predictor.predict_proba(list(pixels)).labels
+    )
+
+
+def test_predict_nothing(predictor):
+    assert predictor.predict([]) == []
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+def test_threshold_override(predictor, image_files, path_probs, threshold):
+    paths, _ = image_files
+    probs = path_probs
+    records = predictor.predict(paths, threshold=threshold)
+    check_records(records, probs, probs.labels >= threshold)
+
+
+def test_threshold_override_bounds(predictor, image_files):
+    paths, _ = image_files
+    assert all(r["labels"] == list(SCHEMA.labels) for r in predictor.predict(paths, threshold=0.0))
+    assert all(r["labels"] == [] for r in predictor.predict(paths, threshold=1.0))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_top_k(predictor, image_files, path_probs, k):
+    paths, _ = image_files
+    probs = path_probs
+    records = predictor.predict(paths, top_k=k)
+    for i, r in enumerate(records):
+        assert len(r["labels"]) == k
+        best = sorted(np.argsort(-probs.labels[i], kind="stable")[:k])
+        assert r["labels"] == [SCHEMA.labels[j] for j in best]
+
+
+def test_top_k_above_the_number_of_labels_gives_every_label(predictor, image_files):
+    paths, _ = image_files
+    assert all(r["labels"] == list(SCHEMA.labels) for r in predictor.predict(paths[:2], top_k=10))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"top_k": 0}, "top-k must be at least 1, got 0"),
+        ({"top_k": -2}, "top-k must be at least 1, got -2"),
+        ({"threshold": 1.5}, r"threshold must lie in \[0, 1\], got 1.5"),
+        ({"threshold": -0.1}, r"threshold must lie in \[0, 1\], got -0.1"),
+    ],
+)
+def test_bad_decision_options(predictor, image_files, kwargs, message):
+    paths, _ = image_files
+    with pytest.raises(ConfigError, match=message):
+        predictor.predict(paths[:1], **kwargs)
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+def test_non_uint8_array_is_refused(predictor):
+    with pytest.raises(DataError, match=r"must be uint8.*float32"):
+        predictor.predict([np.zeros((8, 8, 3), dtype=np.float32)])
+    with pytest.raises(DataError, match=r"must be uint8.*int64"):
+        predictor.predict([np.zeros((8, 8), dtype=np.int64)])
+
+
+def test_unsupported_input_type_is_refused(predictor):
+    with pytest.raises(DataError, match="cannot use list as an image"):
+        predictor.predict([[[0, 0, 0]]])
+    with pytest.raises(DataError, match="cannot use Tensor"):
+        predictor.predict([torch.zeros(3, 8, 8)])  # float tensors are not images
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 4), (8,)], ids=["four-channels", "one-dimensional"])
+def test_uint8_array_of_wrong_shape_is_refused(predictor, shape):
+    with pytest.raises(DataError, match=r"\[H, W\] or \[H, W, 3\]"):
+        predictor.predict([np.zeros(shape, dtype=np.uint8)])
+
+
+def test_missing_image_file_names_the_path(predictor, tmp_path):
+    with pytest.raises(DataError, match=r"gone\.png"):
+        predictor.predict([tmp_path / "gone.png"])
+
+
+# -- find_images -----------------------------------------------------------------------------------
+def test_find_images_recursive_sorted_images_only(tmp_path):
+    for name in ["b.png", "a.JPG", "sub/c.webp", "sub/deeper/d.tif", "folder.png/e.jpeg", "sub/z.bmp"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    for name in ["notes.txt", "sub/labels.json", "sub/deeper/model.safetensors", "noext"]:
+        (tmp_path / name).write_bytes(b"")
+    found = find_images([tmp_path])
+    assert found == [
+        tmp_path / "a.JPG",
+        tmp_path / "b.png",
+        tmp_path / "folder.png" / "e.jpeg",
+        tmp_path / "sub" / "c.webp",
+        tmp_path / "sub" / "deeper" / "d.tif",
+        tmp_path / "sub" / "z.bmp",
+    ]
+
+
+def test_find_images_keeps_files_as_given(tmp_path):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "x.png").write_bytes(b"")
+    (tmp_path / "scan.raw").write_bytes(b"")
+    (tmp_path / "b.png").write_bytes(b"")
+    found = find_images([str(tmp_path / "b.png"), tmp_path / "dir", tmp_path / "scan.raw"])
+    assert found == [tmp_path / "b.png", tmp_path / "dir" / "x.png", tmp_path / "scan.raw"]
+    assert find_images([tmp_path / "dir" / "x.png"]) == [tmp_path / "dir" / "x.png"]
+    assert find_images([]) == []
+
+
+def test_find_images_missing_path(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(DataError, match="no such file or folder") as info:
+        find_images([tmp_path / "a.png", tmp_path / "missing"])
+    assert str(tmp_path / "missing") in str(info.value)
+
+
+# -- load ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["artifact", "run"])
+def test_mlic_load(artifact_dir, image_files, which):
+    path = artifact_dir if which == "artifact" else artifact_dir.parent
+    predictor = mlic.load(path)
+    assert isinstance(predictor, mlic.Predictor)
+    assert predictor.schema == SCHEMA
+    np.testing.assert_array_equal(predictor.artifact.thresholds, THRESHOLDS)
+    assert load(str(path)).artifact.path == artifact_dir
+    paths, _ = image_files
+    assert len(predictor.predict(paths[:2])) == 2
+
+
+def test_mlic_load_of_a_non_artifact(tmp_path):
+    with pytest.raises(mlic.ArtifactError):
+        mlic.load(tmp_path)

@@ -1,0 +1,92 @@
+"""Training through Lightning: run directory, artifact, thresholds, resume, options."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY
+from mlic.artifact import load_artifact
+from mlic.data import multidigits
+from mlic.errors import ConfigError, DataError
+from mlic.training import TrainConfig, parse_devices, random_split, train, warmup_cosine
+
+
+def test_run_directory_holds_config_checkpoints_logs_and_artifact(tiny_run):
+    assert json.loads((tiny_run / "config.json").read_text())["demo_train"] == TINY["demo_train"]
+    assert (tiny_run / "checkpoints" / "last.ckpt").is_file()
+    assert (tiny_run / "checkpoints" / "best.ckpt").is_file()
+    assert "val/mAP" in (tiny_run / "logs" / "metrics.csv").read_text()
+    artifact = load_artifact(tiny_run / "artifact")
+    assert artifact.schema == multidigits("val", 1).schema
+    assert artifact.preprocessing.image_size == (32, 32)
+    assert artifact.preprocessing.hflip is False  # digits must not be mirrored
+    assert artifact.training["train_images"] == TINY["demo_train"]
+    assert set(artifact.training["validation"]) >= {"mAP", "micro_f1", "count_accuracy", "largest_accuracy"}
+
+
+def test_thresholds_are_per_label_and_within_unit_interval(tiny_run):
+    thresholds = load_artifact(tiny_run).thresholds
+    assert thresholds.shape == (10,)
+    assert ((thresholds >= 0) & (thresholds <= 1)).all()
+
+
+def test_resume_continues_to_more_epochs(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(tiny_run, run)
+    artifact = train(resume=run, max_epochs=2)
+    assert load_artifact(artifact).training["epochs"] == 2
+    assert json.loads((run / "config.json").read_text())["max_epochs"] == 2
+
+
+def test_resume_needs_a_run_directory(tmp_path):
+    with pytest.raises(ConfigError, match="not a run directory"):
+        train(resume=tmp_path)
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    options = {**TINY, "demo_train": 128, "demo_val": 32, "deterministic": True}
+    a = load_artifact(train(out=str(tmp_path / "a"), **options)).build_model()
+    b = load_artifact(train(out=str(tmp_path / "b"), **options)).build_model()
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_unknown_option_and_bad_values_are_rejected():
+    with pytest.raises(ConfigError, match="unknown training options"):
+        TrainConfig.from_dict({"max_epoch": 3})
+    with pytest.raises(ConfigError, match="devices"):
+        parse_devices("two")
+    assert parse_devices("2") == 2 and parse_devices("0,1") == [0, 1] and parse_devices("auto") == "auto"
+
+
+def test_missing_image_files_are_all_listed_before_training(tmp_path):
+    (tmp_path / "tags.csv").write_text("path,tags\na.png,cat\nb.png,dog\nc.png,cat dog\n")
+    with pytest.raises(DataError) as err:
+        train(data=str(tmp_path / "tags.csv"), out=str(tmp_path / "run"), **TINY)
+    for name in ("a.png", "b.png", "c.png"):
+        assert name in str(err.value)
+    assert "3 of 3" in str(err.value)
+
+
+def test_random_split_is_seeded_disjoint_and_complete():
+    m = multidigits("val", 50)
+    train_part, val_part = random_split(m, 0.2, seed=3)
+    again, _ = random_split(m, 0.2, seed=3)
+    assert len(val_part) == 10 and len(train_part) == 40
+    assert set(train_part.paths).isdisjoint(val_part.paths)
+    assert train_part.paths == again.paths
+    with pytest.raises(ConfigError):
+        random_split(m, 1.0, seed=0)
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_zero():
+    factors = np.array([warmup_cosine(s, 10, 100) for s in range(101)])
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert (np.diff(factors[10:]) <= 1e-12).all()
+    assert factors[100] == pytest.approx(0.0, abs=1e-12)
