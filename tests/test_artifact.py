@@ -24,6 +24,7 @@ from mlic.data.images import Preprocessing
 from mlic.errors import ArtifactError
 from mlic.models import ModelConfig, build_classifier
 from mlic.schema import Attribute, LabelSchema
+from mlic.thresholds import Decision
 
 SCHEMA = LabelSchema(("cat", "dog", "bird"), (Attribute("size", ("s", "m", "l")),))
 PRE = Preprocessing(image_size=(32, 32), mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1), hflip=False)
@@ -42,9 +43,8 @@ def make_model(schema: LabelSchema = SCHEMA, config: ModelConfig | None = None, 
 
 
 def save(path: Path, schema: LabelSchema = SCHEMA, thresholds=THRESHOLDS, **kwargs) -> Artifact:
-    return save_artifact(
-        path, make_model(schema), PRE, thresholds, threshold_policy="fixed", training=TRAINING, **kwargs
-    )
+    decision = Decision("fixed", np.asarray(thresholds, dtype=np.float64))
+    return save_artifact(path, make_model(schema), PRE, decision, training=TRAINING, **kwargs)
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_round_trip(artifact_dir):
     assert artifact.preprocessing == PRE
     assert artifact.model == ModelConfig()
     assert artifact.training == TRAINING
-    assert artifact.threshold_policy == "fixed"
+    assert artifact.decision["policy"] == "fixed"
 
 
 def test_rebuilt_model_gives_identical_logits(tmp_path):
@@ -131,12 +131,13 @@ def test_load_accepts_artifact_run_dir_and_config_path(artifact_dir, which):
 def test_save_config_rewrites_atomically(artifact_dir):
     artifact = load_artifact(artifact_dir)
     artifact.thresholds = np.array([0.1, 0.2, 0.3])
-    artifact.threshold_policy = "per-label-f1"
+    artifact.decision = {"policy": "top-k", "k": 2}
     artifact.save_config()
     assert sorted(p.name for p in artifact_dir.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
     again = load_artifact(artifact_dir)
     np.testing.assert_array_equal(again.thresholds, [0.1, 0.2, 0.3])
-    assert again.threshold_policy == "per-label-f1"
+    assert again.decision == {"policy": "top-k", "k": 2}
+    assert again.decider().k == 2
     assert again.weights_sha256 == artifact.weights_sha256
     again.build_model()  # the checksum still matches the weights
 

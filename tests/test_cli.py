@@ -97,3 +97,16 @@ def test_default_demo_training_meets_the_promised_figures(tmp_path):
     by_path = {r["path"]: r for r in records}
     scores = np.array([[by_path[str(p)]["scores"][n] for n in SCHEMA.labels] for p in paths])
     assert average_precision_score(truth, scores, average="macro") >= 0.95
+
+
+def test_calibrate_command_reports_before_and_after(tiny_run, tmp_path):
+    import shutil
+
+    artifact = shutil.copytree(tiny_run / "artifact", tmp_path / "artifact")
+    out = invoke("calibrate", artifact, "demo", "--policy", "global")
+    assert "global chosen on demo" in out and "micro_f1" in out and "->" in out
+    result = json.loads(invoke("calibrate", artifact, "--policy", "top-k", "--k", "2", "--json"))
+    assert result["decision"]["policy"] == "top-k" and result["decision"]["k"] == 2
+    assert json.loads((Path(artifact) / "mlic.json").read_text())["decision"]["k"] == 2
+    bad = runner.invoke(app, ["calibrate", str(artifact), "--policy", "top-k"])
+    assert bad.exit_code == 2 and "top-k needs k" in bad.stderr

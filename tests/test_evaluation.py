@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import (
@@ -14,8 +16,9 @@ from sklearn.metrics import (
 )
 
 import mlic
-from mlic.evaluation import format_report
-from mlic.thresholds import apply_thresholds
+from mlic.artifact import load_artifact
+from mlic.evaluation import calibrate, format_report
+from mlic.thresholds import apply_thresholds, top_k
 
 
 def test_figures_equal_scikit_learn_on_the_same_predictions(tiny_run):
@@ -74,3 +77,45 @@ def test_report_is_a_readable_table(tiny_run):
 def test_evaluate_on_a_missing_file_is_a_clear_error(tiny_run, tmp_path):
     with pytest.raises(mlic.DataError, match="no such file"):
         mlic.evaluate(tiny_run, tmp_path / "nope.csv")
+
+
+@pytest.fixture
+def artifact_copy(tiny_run, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(tiny_run / "artifact", tmp_path / "artifact"))
+
+
+@pytest.mark.parametrize(
+    ("policy", "options"),
+    [("per-label", {}), ("global", {}), ("fixed", {"threshold": 0.3}), ("per-label", {"min_precision": 0.8})],
+)
+def test_calibrate_rewrites_the_artifact_thresholds(artifact_copy, policy, options):
+    result = calibrate(artifact_copy, "demo", policy, demo_samples=100, **options)
+    artifact = load_artifact(artifact_copy)
+    assert artifact.decision["policy"] == policy
+    assert artifact.decision["calibration_images"] == 100
+    assert list(artifact.thresholds) == list(result["thresholds"].values())
+    if policy in ("global", "fixed"):
+        assert len(set(artifact.thresholds)) == 1
+    if policy == "fixed":
+        assert artifact.thresholds[0] == 0.3
+    assert not [p for p in artifact_copy.iterdir() if p.name.endswith(".tmp")]
+    artifact.build_model()  # the weights still match their checksum
+
+
+def test_top_k_calibration_drives_predict_and_evaluate(artifact_copy, digit_files):
+    calibrate(artifact_copy, "demo", "top-k", k=3, demo_samples=50)
+    records = mlic.load(artifact_copy).predict(digit_files["paths"][:6])
+    assert all(len(r["labels"]) == 3 for r in records)
+    figures = mlic.evaluate(artifact_copy, "demo", demo_samples=100)
+    assert figures["decision"]["policy"] == "top-k"
+    m = mlic.data.load_data("demo", split="test", demo_samples=100)
+    probs = mlic.load(artifact_copy).predict_manifest(m)
+    decided = top_k(probs.labels, 3)
+    assert figures["micro_f1"] == pytest.approx(f1_score(m.labels, decided, average="micro"))
+
+
+def test_calibrate_on_data_the_model_cannot_read_is_a_clear_error(artifact_copy):
+    with pytest.raises(mlic.ConfigError, match="unknown threshold policy"):
+        calibrate(artifact_copy, "demo", "best", demo_samples=20)

@@ -20,6 +20,7 @@ from mlic.errors import ArtifactError
 from mlic.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from mlic.models import Classifier, ModelConfig, build_classifier
 from mlic.schema import LabelSchema
+from mlic.thresholds import Decision
 
 FORMAT = "mlic-artifact"
 FORMAT_VERSION = 1
@@ -36,7 +37,8 @@ class Artifact:
     model: ModelConfig
     preprocessing: Preprocessing
     thresholds: np.ndarray
-    threshold_policy: str = "per-label-f1"
+    decision: dict = field(default_factory=lambda: {"policy": "per-label"})
+    """How scores become labels: ``policy`` (per-label, global, fixed, top-k) and its parameters."""
     training: dict = field(default_factory=dict)
     weights_sha256: str = ""
 
@@ -66,10 +68,14 @@ class Artifact:
             "model": self.model.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "thresholds": dict(zip(self.schema.labels, map(float, self.thresholds))),
-            "threshold_policy": self.threshold_policy,
+            "decision": self.decision,
             "weights": {"file": WEIGHTS_FILE, "sha256": self.weights_sha256},
             "training": self.training,
         }
+
+    def decider(self) -> Decision:
+        """The artifact's decision rule, ready to apply to label probabilities."""
+        return Decision(self.decision.get("policy", "per-label"), self.thresholds, self.decision.get("k"))
 
     def save_config(self) -> None:
         """Rewrite ``mlic.json`` atomically (e.g. after new thresholds were chosen)."""
@@ -80,12 +86,16 @@ def save_artifact(
     path: str | Path,
     model: Classifier,
     preprocessing: Preprocessing,
-    thresholds: np.ndarray,
+    decision: Decision | np.ndarray,
     *,
-    threshold_policy: str = "per-label-f1",
     training: dict | None = None,
 ) -> Artifact:
-    """Write weights, then ``mlic.json`` (which names their checksum), each atomically."""
+    """Write weights, then ``mlic.json`` (which names their checksum), each atomically.
+
+    ``decision`` is a :class:`Decision`, or per-label thresholds (policy per-label).
+    """
+    if not isinstance(decision, Decision):
+        decision = Decision("per-label", np.asarray(decision, dtype=np.float64))
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -95,8 +105,8 @@ def save_artifact(
         model.schema,
         model.config,
         preprocessing,
-        np.asarray(thresholds, dtype=np.float64),
-        threshold_policy,
+        np.asarray(decision.thresholds, dtype=np.float64),
+        decision.to_dict(),
         training or {},
         sha256_file(path / WEIGHTS_FILE),
     )
@@ -139,7 +149,7 @@ def load_artifact(path: str | Path) -> Artifact:
             ModelConfig.from_dict(data["model"]),
             Preprocessing.from_dict(data["preprocessing"]),
             thresholds,
-            data.get("threshold_policy", "per-label-f1"),
+            dict(data.get("decision") or {"policy": "per-label"}),
             data.get("training", {}),
             data.get("weights", {}).get("sha256", ""),
         )

@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mlic.data import load_data
+import numpy as np
+
+from mlic.data import Manifest, load_data
 from mlic.metrics import evaluate_arrays
-from mlic.predict import Predictor, load
+from mlic.predict import Predictor, Probabilities, load
+from mlic.thresholds import UNREACHABLE, Decision, choose_thresholds
 
 THRESHOLDED = (
     "micro_f1",
@@ -29,6 +32,7 @@ def evaluate(
     artifact: str | Path | Predictor,
     data: str | Path = "demo",
     *,
+    report: str | Path | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
     demo_samples: int | None = None,
@@ -41,41 +45,120 @@ def evaluate(
     ``micro_precision``, ``micro_recall``, ``hamming_loss``,
     ``subset_accuracy``, ``attributes`` ({name: {"accuracy", "support"}}),
     ``per_label``, ``at_0.5`` and a description of what was evaluated.
+    Decisions follow the artifact's rule (its thresholds, or top-k). With
+    ``report``, also writes an HTML report into that folder.
     """
-    predictor = (
-        artifact
-        if isinstance(artifact, Predictor)
-        else load(artifact, batch_size=batch_size, num_workers=num_workers)
-    )
-    schema = predictor.schema
-    manifest = load_data(
-        data, schema=schema, split="test", demo_samples=demo_samples, seed=seed, **source_options
-    )
-    manifest.check_files()
-    probs = predictor.predict_manifest(manifest)
-    figures = evaluate_arrays(
-        schema,
-        manifest.labels,
-        probs.labels,
-        manifest.attributes,
-        probs.attributes,
-        predictor.artifact.thresholds,
-    )
-    at_half = evaluate_arrays(
-        schema, manifest.labels, probs.labels, manifest.attributes, probs.attributes, 0.5
-    )
+    predictor = _predictor(artifact, batch_size, num_workers)
+    manifest, probs = _predict(predictor, data, "test", demo_samples, seed, source_options)
+    figures = decision_figures(manifest, probs, predictor.artifact.decider())
+    at_half = decision_figures(manifest, probs, Decision("fixed", np.full(manifest.schema.n_labels, 0.5)))
     figures["at_0.5"] = {k: at_half[k] for k in THRESHOLDED}
     figures["artifact"] = str(predictor.artifact.path)
     figures["data"] = str(data)
+    figures["decision"] = predictor.artifact.decision
     figures["ignored"] = manifest.meta.get("dropped", [])
     figures["model"] = {**predictor.artifact.model.to_dict(), "loss": predictor.artifact.training.get("loss")}
+    if report is not None:
+        from mlic.report import write_report
+
+        figures["report"] = str(write_report(
+            report, figures=figures, schema=manifest.schema, label_true=manifest.labels,
+            label_score=probs.labels, attr_true=manifest.attributes, attr_probs=probs.attributes,
+            thresholds=predictor.artifact.thresholds, images=manifest,
+        ))  # fmt: skip
     return figures
+
+
+def calibrate(
+    artifact: str | Path,
+    data: str | Path = "demo",
+    policy: str = "per-label",
+    *,
+    threshold: float = 0.5,
+    k: int | None = None,
+    min_precision: float | None = None,
+    min_positives: int = 3,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    demo_samples: int | None = None,
+    seed: int = 0,
+    **source_options: object,
+) -> dict:
+    """Choose the artifact's decision rule on ``data`` and rewrite its ``mlic.json`` atomically.
+
+    ``data`` should be validation data ("demo": the MultiDigits validation
+    split). ``policy`` and its parameters are those of
+    :func:`mlic.thresholds.choose_thresholds`. Returns the figures on ``data``
+    before and after, and the new thresholds.
+    """
+    predictor = _predictor(artifact, batch_size, num_workers)
+    manifest, probs = _predict(predictor, data, "val", demo_samples, seed, source_options)
+    before = decision_figures(manifest, probs, predictor.artifact.decider())
+    decision = choose_thresholds(
+        manifest.labels,
+        probs.labels,
+        policy,
+        threshold=threshold,
+        k=k,
+        min_precision=min_precision,
+        min_positives=min_positives,
+    )
+    after = decision_figures(manifest, probs, decision)
+    target = predictor.artifact
+    target.thresholds = decision.thresholds
+    target.decision = {**decision.to_dict(), "calibrated_on": str(data), "calibration_images": len(manifest)}
+    target.save_config()
+    labels = manifest.schema.labels
+    return {
+        "artifact": str(target.path),
+        "data": str(data),
+        "n_samples": len(manifest),
+        "decision": target.decision,
+        "before": {key: before[key] for key in THRESHOLDED},
+        "after": {key: after[key] for key in THRESHOLDED},
+        "thresholds": dict(zip(labels, map(float, decision.thresholds))),
+        "unreachable": [n for n, t in zip(labels, decision.thresholds) if min_precision and t >= UNREACHABLE],
+    }
+
+
+def decision_figures(manifest: Manifest, probs: Probabilities, decision: Decision) -> dict:
+    """``evaluate_arrays`` with the thresholded figures taken under ``decision`` (thresholds or top-k)."""
+    schema = manifest.schema
+    args = (schema, manifest.labels, probs.labels, manifest.attributes, probs.attributes)
+    figures = evaluate_arrays(*args, decision.thresholds)
+    if decision.policy == "top-k":
+        # Decisions by rank: evaluate the 0/1 decisions as scores at 0.5 for every thresholded figure.
+        decided = decision.decide(probs.labels).astype(np.float32)
+        by_rank = evaluate_arrays(
+            schema, manifest.labels, decided, manifest.attributes, probs.attributes, 0.5
+        )
+        figures.update({key: by_rank[key] for key in THRESHOLDED})
+        for name, row in figures.get("per_label", {}).items():
+            row.update({key: by_rank["per_label"][name][key] for key in ("precision", "recall", "f1")})
+    return figures
+
+
+def _predictor(artifact: str | Path | Predictor, batch_size: int, num_workers: int) -> Predictor:
+    if isinstance(artifact, Predictor):
+        return artifact
+    return load(artifact, batch_size=batch_size, num_workers=num_workers)
+
+
+def _predict(predictor: Predictor, data, split: str, demo_samples, seed, source_options) -> tuple:
+    manifest = load_data(data, schema=predictor.schema, split=split, demo_samples=demo_samples, seed=seed,
+                         **source_options)  # fmt: skip
+    manifest.check_files()
+    return manifest, predictor.predict_manifest(manifest)
 
 
 def format_report(figures: dict, max_labels: int = 30) -> str:
     """A plain-text table of ``evaluate``'s figures, for the terminal."""
     lines = [f"{figures['artifact']} on {figures['data']}: {figures['n_samples']} images", ""]
-    lines.append(f"{'metric':<22}{'thresholds':>12}{'at 0.5':>10}")
+    policy = figures.get("decision", {}).get("policy", "per-label")
+    lines.append(
+        f"decisions: {policy}" + (f" (k={figures['decision'].get('k')})" if policy == "top-k" else "")
+    )
+    lines.append(f"{'metric':<22}{'artifact':>12}{'at 0.5':>10}")
     lines.append(f"{'mAP':<22}{_fmt(figures['mAP']):>12}{'':>10}")
     for key in THRESHOLDED:
         lines.append(f"{key:<22}{_fmt(figures[key]):>12}{_fmt(figures['at_0.5'][key]):>10}")

@@ -123,14 +123,16 @@ class Predictor:
     def decide(
         self, probs: Probabilities, *, top_k_labels: int | None = None, threshold: float | None = None
     ) -> np.ndarray:
-        """Bool ``[N, L]``: the artifact's thresholds, or one ``threshold``, or the ``top_k_labels`` best."""
+        """Bool ``[N, L]``: the artifact's decision rule, one ``threshold``, or the ``top_k_labels`` best."""
         if top_k_labels is not None:
             if top_k_labels < 1:
                 raise ConfigError(f"top-k must be at least 1, got {top_k_labels}")
             return top_k(probs.labels, min(top_k_labels, self.schema.n_labels))
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold must lie in [0, 1], got {threshold}")
-        return apply_thresholds(probs.labels, self.artifact.thresholds if threshold is None else threshold)
+        if threshold is not None:
+            return apply_thresholds(probs.labels, threshold)
+        return self.artifact.decider().decide(probs.labels)
 
     def predict(
         self, images: Sequence[ImageInput], *, top_k: int | None = None, threshold: float | None = None

@@ -9,16 +9,31 @@ vectorised over labels; inputs are checked by :func:`mlic.metrics.check_inputs`.
 
 from __future__ import annotations
 
+import difflib
 import operator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from mlic.errors import DataError
-from mlic.metrics import _column_blocks, check_inputs
+from mlic.errors import ConfigError, DataError
+from mlic.metrics import check_inputs
+
+POLICIES = ("per-label", "global", "fixed", "top-k")
+UNREACHABLE = 1.0
+"""Threshold of a label that cannot reach the requested precision: predicted only at certainty."""
+_BLOCK_ELEMENTS = 1 << 22  # entries sorted at once: bounds memory at ~100 MB per block
 
 
-def best_f1_thresholds(y_true: Any, y_score: Any, default: float = 0.5) -> np.ndarray:
+def _column_blocks(n_rows: int, n_cols: int):
+    step = max(1, _BLOCK_ELEMENTS // max(n_rows, 1))
+    for start in range(0, n_cols, step):
+        yield slice(start, min(start + step, n_cols))
+
+
+def best_f1_thresholds(
+    y_true: Any, y_score: Any, default: float = 0.5, min_precision: float | None = None
+) -> np.ndarray:
     """Per-label threshold that maximises the label's F1 over its known entries.
 
     For each label the known entries are sorted by score once; cumulative true and
@@ -40,6 +55,9 @@ def best_f1_thresholds(y_true: Any, y_score: Any, default: float = 0.5) -> np.nd
         Scores, e.g. sigmoid probabilities on validation data.
     default : float, default 0.5
         Threshold of labels with no known positive, which have no F1 to maximise.
+    min_precision : float, optional
+        Only cuts whose precision ``tp / (tp + fp)`` reaches this count; a label
+        with no such cut gets ``UNREACHABLE`` (1.0: predicted only at certainty).
 
     Returns
     -------
@@ -77,6 +95,8 @@ def best_f1_thresholds(y_true: Any, y_score: Any, default: float = 0.5) -> np.nd
         cut[:, :-1] = s[:, :-1] != s[:, 1:]
         cut &= positions < n_known[:, None]
         f1 = np.where(cut, 2.0 * tp / np.maximum(tp + fp + n_pos[:, None], 1), -1.0)
+        if min_precision is not None:
+            f1 = np.where(tp >= min_precision * np.maximum(tp + fp, 1), f1, -1.0)
         best = np.argmax(f1, axis=1)  # the first maximum: the highest threshold among ties
         rows = np.arange(len(best))
         upper = s[rows, best]
@@ -85,6 +105,8 @@ def best_f1_thresholds(y_true: Any, y_score: Any, default: float = 0.5) -> np.nd
             mid = upper / 2 + lower / 2
         inside = (best + 1 < n_known) & (mid > lower) & (mid <= upper)
         threshold = np.where(inside, mid, upper).astype(np.float64)
+        if min_precision is not None:
+            threshold = np.where(f1[rows, best] >= 0, threshold, UNREACHABLE)
         out[cols] = np.where(n_pos > 0, threshold, default)
     return out
 
@@ -127,3 +149,97 @@ def top_k(y_score: Any, k: int) -> np.ndarray:
     # Among the scores tied with the k-th, keep the first (lowest-index) ones that fill k.
     need = k - above.sum(axis=1, keepdims=True)
     return above | (tied & (np.cumsum(tied, axis=1) <= need))
+
+
+def global_threshold(y_true: Any, y_score: Any, default: float = 0.5) -> float:
+    """One threshold for every label, the one that maximises micro-F1 over all known entries.
+
+    The pooled entries are one long column for :func:`best_f1_thresholds`, so the
+    same midpoint rule applies. ``default`` when there is no known positive at all.
+    """
+    c = check_inputs(y_true=y_true, y_score=y_score)
+    pooled = best_f1_thresholds(c["y_true"].reshape(-1, 1), c["y_score"].reshape(-1, 1), default)
+    return float(pooled[0])
+
+
+@dataclass
+class Decision:
+    """How scores become labels; saved in the artifact as ``decision`` beside the thresholds.
+
+    ``policy`` is one of ``POLICIES``; ``thresholds`` are per label (top-k
+    keeps them for reference but decides by rank); ``k`` is set for top-k.
+    """
+
+    policy: str
+    thresholds: np.ndarray
+    k: int | None = None
+    min_precision: float | None = None
+    min_positives: int | None = None
+
+    def decide(self, y_score: Any) -> np.ndarray:
+        """Bool ``[n_samples, n_labels]`` decisions under this policy."""
+        if self.policy == "top-k":
+            return top_k(y_score, min(int(self.k), np.shape(y_score)[1]))
+        return apply_thresholds(y_score, self.thresholds)
+
+    def to_dict(self) -> dict:
+        return {
+            "policy": self.policy,
+            "k": self.k,
+            "min_precision": self.min_precision,
+            "min_positives": self.min_positives,
+        }
+
+
+def choose_thresholds(
+    y_true: Any,
+    y_score: Any,
+    policy: str = "per-label",
+    *,
+    threshold: float = 0.5,
+    k: int | None = None,
+    min_precision: float | None = None,
+    min_positives: int = 3,
+) -> Decision:
+    """Choose a decision rule on validation data.
+
+    - ``fixed``: ``threshold`` for every label.
+    - ``global``: one threshold maximising micro-F1 (:func:`global_threshold`).
+    - ``per-label``: each label's F1-maximising threshold (:func:`best_f1_thresholds`),
+      optionally only among cuts with precision >= ``min_precision``. Fallback
+      for rare labels: a label with fewer than ``min_positives`` known positives
+      takes the global threshold instead, since an optimum over one or two
+      positives is noise (and with ``min_precision``, the global threshold is
+      used only if it reaches that precision on the label, else ``UNREACHABLE``).
+    - ``top-k``: the ``k`` highest-scoring labels of each image.
+    """
+    if policy not in POLICIES:
+        close = difflib.get_close_matches(policy, POLICIES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown threshold policy {policy!r}{hint} (valid: {', '.join(POLICIES)})")
+    if min_precision is not None and (policy != "per-label" or not 0.0 < min_precision <= 1.0):
+        raise ConfigError("min_precision goes with the per-label policy and lies in (0, 1]")
+    c = check_inputs(y_true=y_true, y_score=y_score)
+    y_true, y_score = c["y_true"], c["y_score"]
+    n_labels = y_true.shape[1]
+    if policy == "fixed":
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"threshold must lie in [0, 1], got {threshold}")
+        return Decision(policy, np.full(n_labels, float(threshold)))
+    if policy == "top-k":
+        if k is None or not 1 <= k <= n_labels:
+            raise ConfigError(f"top-k needs k between 1 and {n_labels}, got {k}")
+        return Decision(policy, np.full(n_labels, 0.5), k=int(k))
+    glob = global_threshold(y_true, y_score)
+    if policy == "global":
+        return Decision(policy, np.full(n_labels, glob))
+    thresholds = best_f1_thresholds(y_true, y_score, default=glob, min_precision=min_precision)
+    rare = (y_true == 1).sum(axis=0) < min_positives
+    fallback = np.full(n_labels, glob)
+    if min_precision is not None:
+        decided = y_score >= glob
+        tp = ((y_true == 1) & decided).sum(axis=0)
+        fp = ((y_true == 0) & decided).sum(axis=0)
+        fallback = np.where(tp >= min_precision * np.maximum(tp + fp, 1), glob, UNREACHABLE)
+    thresholds = np.where(rare, fallback, thresholds)
+    return Decision(policy, thresholds, min_precision=min_precision, min_positives=min_positives)

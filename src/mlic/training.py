@@ -31,7 +31,7 @@ from mlic.losses import SchemaLoss, create_label_loss
 from mlic.metrics import attribute_scores, mean_average_precision, multilabel_scores
 from mlic.models import Classifier, ModelConfig, build_classifier
 from mlic.predict import Probabilities, probabilities
-from mlic.thresholds import best_f1_thresholds
+from mlic.thresholds import choose_thresholds
 
 
 @dataclass
@@ -369,7 +369,7 @@ def finish(
     """Choose per-label thresholds on validation and write the artifact."""
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
     probs, labels, attributes = predict_loader(model, data.val_dataloader())
-    thresholds = best_f1_thresholds(labels, probs.labels)
+    decision = choose_thresholds(labels, probs.labels, "per-label")
     figures = validation_figures(model.schema.attribute_names, probs, labels, attributes)
     summary = {
         "data": config.data or DEMO,
@@ -382,7 +382,7 @@ def finish(
         "validation": {k: round(float(v), 6) for k, v in figures.items()},
         "config": asdict(config),
     }
-    return save_artifact(path, model, preprocessing, thresholds, training=summary)
+    return save_artifact(path, model, preprocessing, decision, training=summary)
 
 
 @torch.inference_mode()
