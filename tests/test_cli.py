@@ -110,3 +110,14 @@ def test_calibrate_command_reports_before_and_after(tiny_run, tmp_path):
     assert json.loads((Path(artifact) / "mlic.json").read_text())["decision"]["k"] == 2
     bad = runner.invoke(app, ["calibrate", str(artifact), "--policy", "top-k"])
     assert bad.exit_code == 2 and "top-k needs k" in bad.stderr
+
+
+def test_evaluate_writes_a_report_that_references_only_its_own_files(tiny_run, tmp_path):
+    out = invoke("evaluate", tiny_run, "demo", "--report", tmp_path / "report")
+    assert f"report: {tmp_path / 'report' / 'index.html'}" in out
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "digit_9" in page and "largest" in page and "http" not in page
+    import re
+
+    sources = re.findall(r'<img[^>]+src="([^"]+)"', page)
+    assert sources and all((tmp_path / "report" / s).is_file() for s in sources)
