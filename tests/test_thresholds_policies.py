@@ -50,6 +50,12 @@ def test_rare_labels_fall_back_to_the_global_threshold():
         assert decision.thresholds[j] == relaxed.thresholds[j]
 
 
+def test_labels_without_positives_keep_one_half():
+    y, scores = data(unknown=0.0)
+    y[:, 1] = 0
+    assert choose_thresholds(y, scores, "per-label").thresholds[1] == 0.5
+
+
 @pytest.mark.parametrize("seed", range(2))
 @pytest.mark.parametrize("p", [0.7, 0.95])
 def test_min_precision_gives_the_best_f1_among_precise_enough_thresholds(seed, p):

@@ -207,10 +207,12 @@ def choose_thresholds(
     - ``global``: one threshold maximising micro-F1 (:func:`global_threshold`).
     - ``per-label``: each label's F1-maximising threshold (:func:`best_f1_thresholds`),
       optionally only among cuts with precision >= ``min_precision``. Fallback
-      for rare labels: a label with fewer than ``min_positives`` known positives
-      takes the global threshold instead, since an optimum over one or two
-      positives is noise (and with ``min_precision``, the global threshold is
-      used only if it reaches that precision on the label, else ``UNREACHABLE``).
+      for rare labels: a label with at least one but fewer than
+      ``min_positives`` known positives takes the global threshold, since an
+      optimum over one or two positives is noise (with ``min_precision``, only
+      if the global threshold reaches that precision on the label, else
+      ``UNREACHABLE``); a label with no known positive keeps ``threshold``
+      (0.5), as nothing speaks for any other value.
     - ``top-k``: the ``k`` highest-scoring labels of each image.
     """
     if policy not in POLICIES:
@@ -233,8 +235,9 @@ def choose_thresholds(
     glob = global_threshold(y_true, y_score)
     if policy == "global":
         return Decision(policy, np.full(n_labels, glob))
-    thresholds = best_f1_thresholds(y_true, y_score, default=glob, min_precision=min_precision)
-    rare = (y_true == 1).sum(axis=0) < min_positives
+    thresholds = best_f1_thresholds(y_true, y_score, default=threshold, min_precision=min_precision)
+    n_pos = (y_true == 1).sum(axis=0)
+    rare = (n_pos > 0) & (n_pos < min_positives)
     fallback = np.full(n_labels, glob)
     if min_precision is not None:
         decided = y_score >= glob
