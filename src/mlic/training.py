@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -32,6 +33,12 @@ from mlic.metrics import attribute_scores, mean_average_precision, multilabel_sc
 from mlic.models import Classifier, ModelConfig, build_classifier
 from mlic.predict import Probabilities, probabilities
 from mlic.thresholds import choose_thresholds
+
+QUIET_WARNINGS = (  # library notices that say nothing to an mlic user
+    r".*isinstance\(treespec, LeafSpec\).*",
+    r".*is not supported by the model summary.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+)
 
 
 @dataclass
@@ -338,14 +345,16 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         deterministic=config.deterministic,
         enable_progress_bar=config.progress,
         enable_model_summary=config.progress,
-        log_every_n_steps=10,
+        log_every_n_steps=max(1, min(10, len(train_set) // config.batch_size)),
         num_sanity_val_steps=0,
     )
     started = time.perf_counter()
     last = run_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(
-        module, datamodule=data, ckpt_path=str(last) if resume is not None and last.exists() else None
-    )
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        resume_from = str(last) if resume is not None and last.exists() else None
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
     seconds = time.perf_counter() - started
     if trainer.global_rank != 0:
         return run_dir / "artifact"
