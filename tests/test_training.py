@@ -90,3 +90,19 @@ def test_learning_rate_schedule_warms_up_then_decays_to_zero():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert (np.diff(factors[10:]) <= 1e-12).all()
     assert factors[100] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_preprocessing_follows_the_backbones_pretrained_normalisation():
+    from mlic.training import resolve_preprocessing
+
+    inception = resolve_preprocessing(TrainConfig(data="x.csv", backbone="inception_v3", pretrained=True), None)
+    assert inception.mean == (0.5, 0.5, 0.5) and inception.image_size == (224, 224) and inception.hflip
+    scratch = resolve_preprocessing(TrainConfig(backbone="inception_v3"), None)
+    assert scratch.mean == (0.485, 0.456, 0.406) and scratch.image_size == (64, 64) and not scratch.hflip
+
+
+def test_options_are_validated_on_resume_and_not_mixed_with_a_config(tiny_run):
+    with pytest.raises(ConfigError, match="unknown training options"):
+        train(resume=tiny_run, max_epoch=3)
+    with pytest.raises(ConfigError, match="either a TrainConfig"):
+        train(TrainConfig(), max_epochs=3)

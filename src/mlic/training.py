@@ -17,6 +17,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import timm
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from mlic.artifact import Artifact, save_artifact
 from mlic.data import DEMO, Manifest, load_data
-from mlic.data.images import ImageDataset, Preprocessing, build_transform
+from mlic.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Preprocessing, build_transform
 from mlic.data.manifest import check_files
 from mlic.errors import ConfigError
 from mlic.fileio import atomic_write_text
@@ -291,15 +292,15 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     run; ``resume`` continues the run directory of an interrupted ``train``
     from its last checkpoint (``options`` may raise ``max_epochs``).
     """
+    if config is not None and (options or resume is not None):
+        raise ConfigError("pass either a TrainConfig, or keyword options, or resume= with options")
     if resume is not None:
         run_dir = Path(resume)
-        config = read_run_config(run_dir)
-        for key, value in options.items():
-            setattr(config, key, value)
+        config = TrainConfig.from_dict({**asdict(read_run_config(run_dir)), **options})
     else:
         config = config or TrainConfig.from_dict(options)
         run_dir = Path(config.out) if config.out else default_run_dir()
-        config.out = str(run_dir)
+    config.out = str(run_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = load_splits(config)
     preprocessing = resolve_preprocessing(config, train_set)
@@ -409,10 +410,19 @@ def predict_loader(model: Classifier, loader: DataLoader) -> tuple[Probabilities
 
 
 def resolve_preprocessing(config: TrainConfig, train_set: Manifest) -> Preprocessing:
+    """Input size and flips from the config; mean and std from the backbone's pretrained config.
+
+    A backbone trained elsewhere expects the normalisation it was trained with
+    (timm records it with the weights); ImageNet's otherwise.
+    """
     demo = is_demo(config)
     size = config.image_size or (64 if demo else 224)
     hflip = config.hflip if config.hflip is not None else not demo
-    return Preprocessing(image_size=(size, size), hflip=hflip)
+    pretrained_cfg = timm.models.get_pretrained_cfg(config.backbone)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if pretrained_cfg is not None and (config.pretrained or config.weights):
+        mean, std = tuple(pretrained_cfg.mean), tuple(pretrained_cfg.std)
+    return Preprocessing(image_size=(size, size), mean=mean, std=std, hflip=hflip)
 
 
 def is_demo(config: TrainConfig) -> bool:
