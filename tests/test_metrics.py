@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 
 from mlic.errors import DataError
 from mlic.metrics import (
+    all_metrics,
     attribute_scores,
     average_precision,
     check_inputs,
@@ -101,7 +102,7 @@ def test_mean_average_precision():
     assert np.isnan(mean_average_precision(np.zeros((3, 2), int), np.ones((3, 2))))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.integers(1, 12).flatmap(
         lambda n: st.tuples(
@@ -266,6 +267,11 @@ def test_evaluate_arrays_labels_and_attributes():
         "n_samples", "mAP", "micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision",
         "macro_recall", "hamming_loss", "subset_accuracy", "attributes", "per_label",
         "labels_without_positives",
+        # added with all_metrics:
+        "weighted_mAP", "macro_auroc", "samples_precision", "samples_recall", "samples_f1",
+        "CP", "CR", "CF1", "OP", "OR", "OF1", "label_subset_accuracy", "jaccard_samples",
+        "lrap", "ranking_loss", "coverage_error", "one_error", "precision_at_1", "precision_at_3",
+        "precision_at_5", "labels_without_negatives",
     }  # fmt: skip
     assert r["n_samples"] == 40 and r["labels_without_positives"] == ["b", "c"]
     assert r["per_label"]["c"]["ap"] is None and r["per_label"]["c"]["f1"] is None
@@ -276,6 +282,16 @@ def test_evaluate_arrays_labels_and_attributes():
     assert r["attributes"]["size"]["support"] == 40
     pa = np.stack([p.argmax(1) for p in probs], axis=1)
     assert r["subset_accuracy"] == pytest.approx(subset_accuracy(y, s >= [0.5, 0.4, 0.6], ya, pa))
+    a = all_metrics(y, s, [0.5, 0.4, 0.6], ya, probs)
+    for key in ("lrap", "one_error", "CF1", "jaccard_samples", "macro_auroc", "precision_at_3"):
+        assert r[key] == pytest.approx(a[key])
+    assert r["per_label"]["a"]["auroc"] == pytest.approx(a["per_label"]["auroc"][0])
+    assert r["per_label"]["c"]["auroc"] is None and r["labels_without_negatives"] == []
+    size = r["attributes"]["size"]
+    assert size["confusion_matrix"] == a["attributes"][0]["confusion_matrix"].tolist()
+    assert (
+        isinstance(size["confusion_matrix"][0][0], int) and size["macro_f1"] == a["attributes"][0]["macro_f1"]
+    )
 
 
 def test_evaluate_arrays_labels_only_and_attributes_only():
@@ -288,6 +304,10 @@ def test_evaluate_arrays_labels_only_and_attributes_only():
     r = evaluate_arrays(schema, None, None, ya, probs, None)
     json.dumps(r, allow_nan=False)
     assert r["mAP"] is None and r["macro_f1"] is None and r["per_label"] == {}
+    assert r["lrap"] is None and r["labels_without_negatives"] == []
+    assert r["subset_accuracy"] == pytest.approx(
+        np.mean((ya == np.stack([p.argmax(1) for p in probs], 1)).all(1))
+    )
     assert r["n_samples"] == 20 and set(r["attributes"]) == {"size", "tone"}
     r = evaluate_arrays(schema, np.zeros((20, 0), int), np.zeros((20, 0)), ya, probs, None)
     assert r["mAP"] is None
@@ -338,3 +358,12 @@ def test_check_inputs_returns_clean_arrays():
     np.testing.assert_array_equal(c["thresholds"], [0.3, 0.3])
     assert check_inputs(y_score=np.ones((2, 2), np.float32))["y_score"].dtype == np.float32
     assert isinstance(DataError("x"), ValueError)
+
+
+@pytest.mark.parametrize("module", ["_attributes", "_classification", "_ranking", "_summary"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"mlic.metrics.{module}"))
+    assert result.failed == 0 and (result.attempted > 0 or module == "_classification")

@@ -17,15 +17,14 @@ from mlic.predict import Predictor, Probabilities, load
 from mlic.thresholds import UNREACHABLE, Decision, choose_thresholds
 
 THRESHOLDED = (
-    "micro_f1",
-    "macro_f1",
-    "micro_precision",
-    "micro_recall",
-    "macro_precision",
-    "macro_recall",
-    "hamming_loss",
-    "subset_accuracy",
-)
+    "micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall",
+    "samples_f1", "samples_precision", "samples_recall", "CP", "CR", "CF1", "OP", "OR", "OF1",
+    "hamming_loss", "jaccard_samples", "subset_accuracy",
+)  # fmt: skip
+"""Figures that depend on the decision rule: given under it and at 0.5."""
+RANKING = ("mAP", "weighted_mAP", "macro_auroc", "lrap", "ranking_loss", "coverage_error", "one_error",
+           "precision_at_1", "precision_at_3", "precision_at_5")  # fmt: skip
+"""Figures of the scores alone, whatever the decision rule."""
 
 
 def evaluate(
@@ -159,13 +158,16 @@ def format_report(figures: dict, max_labels: int = 30) -> str:
         f"decisions: {policy}" + (f" (k={figures['decision'].get('k')})" if policy == "top-k" else "")
     )
     lines.append(f"{'metric':<22}{'artifact':>12}{'at 0.5':>10}")
-    lines.append(f"{'mAP':<22}{_fmt(figures['mAP']):>12}{'':>10}")
     for key in THRESHOLDED:
         lines.append(f"{key:<22}{_fmt(figures[key]):>12}{_fmt(figures['at_0.5'][key]):>10}")
+    lines += ["", f"{'ranking metric':<22}{'value':>12}"]
+    lines += [f"{key:<22}{_fmt(figures.get(key)):>12}" for key in RANKING]
     if figures["attributes"]:
-        lines += ["", f"{'attribute':<22}{'accuracy':>12}{'support':>10}"]
+        lines += ["", f"{'attribute':<22}{'accuracy':>12}{'macro_f1':>10}{'support':>10}"]
         for name, a in figures["attributes"].items():
-            lines.append(f"{name:<22}{_fmt(a['accuracy']):>12}{a['support']:>10}")
+            lines.append(
+                f"{name:<22}{_fmt(a['accuracy']):>12}{_fmt(a.get('macro_f1')):>10}{a['support']:>10}"
+            )
     per_label = figures.get("per_label") or {}
     if per_label:
         lines += ["", f"{'label':<22}{'AP':>8}{'P':>8}{'R':>8}{'F1':>8}{'thr':>8}{'support':>9}"]
