@@ -121,3 +121,22 @@ def test_evaluate_writes_a_report_that_references_only_its_own_files(tiny_run, t
 
     sources = re.findall(r'<img[^>]+src="([^"]+)"', page)
     assert sources and all((tmp_path / "report" / s).is_file() for s in sources)
+
+
+def test_loss_flags_train_and_show_in_evaluate(tmp_path):
+    args = [*TINY_ARGS, "--demo-train", "128", "--demo-val", "32"]
+    artifact = artifact_of(
+        invoke("train", "--out", tmp_path / "run", "--loss", "asl", "--loss-option", "gamma_neg=2",
+               "--pos-weight", "auto", "--label-smoothing", "0.1", *args)
+    )  # fmt: skip
+    meta = json.loads((artifact / "mlic.json").read_text())["training"]["loss"]
+    assert meta["name"] == "asl" and meta["gamma_neg"] == 2 and meta["pos_weight"] == "auto"
+    assert "loss name=asl" in invoke("evaluate", artifact, "demo")
+    bad = runner.invoke(
+        app, ["train", "--pos-weight", "heavy", "--no-progress", "--out", str(tmp_path / "x")]
+    )
+    assert bad.exit_code == 2 and "--pos-weight takes a number or 'auto'" in bad.stderr
+    bad = runner.invoke(
+        app, ["train", "--loss-option", "gamma", "--no-progress", "--out", str(tmp_path / "y")]
+    )
+    assert bad.exit_code == 2 and "NAME=VALUE" in bad.stderr

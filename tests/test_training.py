@@ -108,3 +108,22 @@ def test_options_are_validated_on_resume_and_not_mixed_with_a_config(tiny_run):
         train(resume=tiny_run, max_epoch=3)
     with pytest.raises(ConfigError, match="either a TrainConfig"):
         train(TrainConfig(), max_epochs=3)
+
+
+def test_loss_options_reach_the_loss_and_the_artifact(tmp_path):
+    from mlic.losses import AsymmetricLoss, SelectiveMissing
+    from mlic.training import build_loss, loss_summary
+
+    config = TrainConfig(loss="asl", loss_options={"gamma_neg": 2.0}, pos_weight="auto", missing="selective")
+    train_set = multidigits("train", 64)
+    loss = build_loss(config, train_set)
+    assert isinstance(loss.label_loss, AsymmetricLoss) and loss.label_loss.gamma_neg == 2.0
+    assert isinstance(loss.missing, SelectiveMissing)
+    assert loss.label_loss.pos_weight.shape == (10,) and (loss.label_loss.pos_weight >= 1).all()
+    assert loss_summary(config)["gamma_neg"] == 2.0 and loss_summary(config)["max_pos_weight"] == 100.0
+    with pytest.raises(ConfigError, match="gamma_nge"):
+        build_loss(TrainConfig(loss="asl", loss_options={"gamma_nge": 2.0}), train_set)
+
+    options = {**TINY, "demo_train": 128, "demo_val": 32}
+    artifact = load_artifact(train(out=str(tmp_path / "run"), loss="focal", missing="negative", **options))
+    assert artifact.training["loss"]["name"] == "focal" and artifact.training["loss"]["missing"] == "negative"

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mlic.errors import MlicError
+from mlic.errors import ConfigError, MlicError
 
 app = typer.Typer(
     add_completion=False,
@@ -56,9 +56,21 @@ def train(
     ] = False,
     weights: Annotated[Path | None, typer.Option(help="Local backbone weights file (offline).")] = None,
     head: Annotated[str, typer.Option(help="Classifier head.")] = "linear",
-    loss: Annotated[str, typer.Option(help="Label loss.")] = "bce",
-    pos_weight: Annotated[float, typer.Option(help="Weight w_p of positive label targets.")] = 1.0,
+    loss: Annotated[str, typer.Option(help="Label loss: bce, focal, asl, hill or splc.")] = "bce",
+    loss_option: Annotated[
+        list[str] | None, typer.Option(help="Loss option NAME=VALUE, repeatable (e.g. gamma_neg=4).")
+    ] = None,
+    pos_weight: Annotated[
+        str,
+        typer.Option(help="Weight w_p of positives: a number, or 'auto' (negatives/positives per label)."),
+    ] = "1.0",
+    max_pos_weight: Annotated[float, typer.Option(help="Upper bound of --pos-weight auto.")] = 100.0,
     neg_weight: Annotated[float, typer.Option(help="Weight w_n of negative label targets.")] = 1.0,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing epsilon for labels.")] = 0.0,
+    missing: Annotated[
+        str, typer.Option(help="Unknown (-1) targets: ignore, negative or selective.")
+    ] = "ignore",
+    missing_weight: Annotated[float, typer.Option(help="Weight of unknowns taken as negatives.")] = 1.0,
     max_epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate of AdamW (cosine schedule).")] = 3e-3,
@@ -99,8 +111,13 @@ def train(
             weights=_str(weights),
             head=head,
             loss=loss,
-            pos_weight=pos_weight,
+            loss_options=_run(parse_options, loss_option or []),
+            pos_weight=_run(parse_pos_weight, pos_weight),
+            max_pos_weight=max_pos_weight,
             neg_weight=neg_weight,
+            label_smoothing=label_smoothing,
+            missing=missing,
+            missing_weight=missing_weight,
             max_epochs=max_epochs or TrainConfig.max_epochs,
             batch_size=batch_size,
             lr=lr,
@@ -205,6 +222,29 @@ def predict(
     images = _run(find_images, paths)
     for record in _run(predictor.predict, images, top_k=top_k, threshold=threshold):
         sys.stdout.write(json.dumps(record) + "\n")
+
+
+def parse_options(items: list[str]) -> dict:
+    """``NAME=VALUE`` strings as a dict; values become numbers where they read as numbers."""
+    options: dict = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"option {item!r} is not NAME=VALUE")
+        try:
+            options[name.strip()] = float(value) if "." in value or "e" in value.lower() else int(value)
+        except ValueError:
+            options[name.strip()] = {"true": True, "false": False}.get(value.lower(), value)
+    return options
+
+
+def parse_pos_weight(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"--pos-weight takes a number or 'auto', got {value!r}") from None
 
 
 def _source_options(data: str, format: str | None, images_root: Path | None, separator: str) -> dict:

@@ -153,6 +153,10 @@ def _predict(predictor: Predictor, data, split: str, demo_samples, seed, source_
 def format_report(figures: dict, max_labels: int = 30) -> str:
     """A plain-text table of ``evaluate``'s figures, for the terminal."""
     lines = [f"{figures['artifact']} on {figures['data']}: {figures['n_samples']} images", ""]
+    model = figures.get("model") or {}
+    if model:
+        loss = ", ".join(f"{k}={v}" for k, v in (model.get("loss") or {}).items())
+        lines.append(f"model: backbone {model.get('backbone')}, head {model.get('head')}; loss {loss}")
     policy = figures.get("decision", {}).get("policy", "per-label")
     lines.append(
         f"decisions: {policy}" + (f" (k={figures['decision'].get('k')})" if policy == "top-k" else "")

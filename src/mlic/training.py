@@ -12,7 +12,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import lightning as L
@@ -29,7 +29,7 @@ from mlic.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Preproce
 from mlic.data.manifest import check_files
 from mlic.errors import ConfigError
 from mlic.fileio import atomic_write_text
-from mlic.losses import SchemaLoss, create_label_loss
+from mlic.losses import SchemaLoss, create_label_loss, create_missing_policy
 from mlic.metrics import attribute_scores, mean_average_precision, multilabel_scores
 from mlic.models import Classifier, ModelConfig, build_classifier
 from mlic.predict import Probabilities, probabilities
@@ -59,8 +59,17 @@ class TrainConfig:
     weights: str | None = None
     head: str = "linear"
     loss: str = "bce"
-    pos_weight: float = 1.0
+    """Label loss: bce, focal, asl, hill or splc (``mlic.losses``)."""
+    loss_options: dict = field(default_factory=dict)
+    """Options of the loss, e.g. {"gamma": 2.0} for focal, {"gamma_neg": 4.0, "clip": 0.05} for asl."""
+    pos_weight: float | str = 1.0
+    """w_p of the positives: a number, or "auto" (negatives / positives per label, at most max_pos_weight)."""
+    max_pos_weight: float = 100.0
     neg_weight: float = 1.0
+    label_smoothing: float = 0.0
+    missing: str = "ignore"
+    """Unknown (-1) targets: ignore (masked), negative (0 with missing_weight) or selective."""
+    missing_weight: float = 1.0
     max_epochs: int = 12
     batch_size: int = 128
     lr: float = 3e-3
@@ -119,6 +128,10 @@ class MultiLabelModule(L.LightningModule):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
+
+    def on_train_epoch_start(self) -> None:
+        if hasattr(self.loss, "set_epoch"):  # losses that change with training, e.g. SPLC
+            self.loss.set_epoch(self.current_epoch)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, attributes = batch
@@ -312,10 +325,10 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         mean=preprocessing.mean,
         std=preprocessing.std,
     )
-    label_loss = create_label_loss(config.loss, pos_weight=config.pos_weight, neg_weight=config.neg_weight)
+    loss = build_loss(config, train_set)
     module = MultiLabelModule(
         model,
-        SchemaLoss(train_set.schema, label_loss),
+        loss,
         lr=config.lr,
         weight_decay=config.weight_decay,
         warmup_epochs=config.warmup_epochs,
@@ -388,7 +401,7 @@ def finish(
         "epochs": trainer.current_epoch,
         "seconds": round(seconds, 1),
         "precision": str(trainer.precision),
-        "loss": {"name": config.loss, "pos_weight": config.pos_weight, "neg_weight": config.neg_weight},
+        "loss": loss_summary(config),
         "validation": {k: round(float(v), 6) for k, v in figures.items()},
         "config": asdict(config),
     }
@@ -423,6 +436,35 @@ def resolve_preprocessing(config: TrainConfig, train_set: Manifest) -> Preproces
     if pretrained_cfg is not None and (config.pretrained or config.weights):
         mean, std = tuple(pretrained_cfg.mean), tuple(pretrained_cfg.std)
     return Preprocessing(image_size=(size, size), mean=mean, std=std, hflip=hflip)
+
+
+def build_loss(config: TrainConfig, train_set: Manifest) -> SchemaLoss:
+    """The schema's loss: the label loss with its options, and the policy for unknown targets."""
+    label_loss = create_label_loss(
+        config.loss,
+        pos_weight=config.pos_weight,
+        neg_weight=config.neg_weight,
+        label_smoothing=config.label_smoothing,
+        train_targets=train_set.labels,
+        max_pos_weight=config.max_pos_weight,
+        **config.loss_options,
+    )
+    missing = create_missing_policy(
+        config.missing, missing_weight=config.missing_weight, train_targets=train_set.labels
+    )
+    return SchemaLoss(train_set.schema, label_loss, missing=missing)
+
+
+def loss_summary(config: TrainConfig) -> dict:
+    """The loss settings recorded in the artifact and shown by ``mlic evaluate``."""
+    summary = {"name": config.loss, **config.loss_options, "pos_weight": config.pos_weight,
+               "neg_weight": config.neg_weight, "label_smoothing": config.label_smoothing,
+               "missing": config.missing}  # fmt: skip
+    if config.pos_weight == "auto":
+        summary["max_pos_weight"] = config.max_pos_weight
+    if config.missing != "ignore":
+        summary["missing_weight"] = config.missing_weight
+    return summary
 
 
 def is_demo(config: TrainConfig) -> bool:
