@@ -140,3 +140,17 @@ def test_loss_flags_train_and_show_in_evaluate(tmp_path):
         app, ["train", "--loss-option", "gamma", "--no-progress", "--out", str(tmp_path / "y")]
     )
     assert bad.exit_code == 2 and "NAME=VALUE" in bad.stderr
+
+
+def test_head_flags_train_a_csra_model_that_predicts(tmp_path, digit_files):
+    args = [*TINY_ARGS, "--demo-train", "128", "--demo-val", "32"]
+    artifact = artifact_of(
+        invoke("train", "--out", tmp_path / "run", "--head", "csra", "--head-option", "temperatures=[1, 4]",
+               "--head-option", "lam=0.2", *args)
+    )  # fmt: skip
+    model = json.loads((artifact / "mlic.json").read_text())["model"]
+    assert model["head"] == "csra" and model["head_kwargs"] == {"temperatures": [1, 4], "lam": 0.2}
+    records = [
+        json.loads(line) for line in invoke("predict", artifact, *digit_files["paths"][:3]).splitlines()
+    ]
+    assert len(records) == 3 and set(records[0]["attributes"]) == {"count", "largest"}

@@ -55,7 +55,10 @@ def train(
         bool, typer.Option(help="Start from timm's pretrained weights (downloads).")
     ] = False,
     weights: Annotated[Path | None, typer.Option(help="Local backbone weights file (offline).")] = None,
-    head: Annotated[str, typer.Option(help="Classifier head.")] = "linear",
+    head: Annotated[str, typer.Option(help="Classifier head: linear, csra or ml-decoder.")] = "linear",
+    head_option: Annotated[
+        list[str] | None, typer.Option(help="Head option NAME=VALUE, repeatable (e.g. num_groups=100).")
+    ] = None,
     loss: Annotated[str, typer.Option(help="Label loss: bce, focal, asl, hill or splc.")] = "bce",
     loss_option: Annotated[
         list[str] | None, typer.Option(help="Loss option NAME=VALUE, repeatable (e.g. gamma_neg=4).")
@@ -110,6 +113,7 @@ def train(
             pretrained=pretrained,
             weights=_str(weights),
             head=head,
+            head_options=_run(parse_options, head_option or []),
             loss=loss,
             loss_options=_run(parse_options, loss_option or []),
             pos_weight=_run(parse_pos_weight, pos_weight),
@@ -225,16 +229,16 @@ def predict(
 
 
 def parse_options(items: list[str]) -> dict:
-    """``NAME=VALUE`` strings as a dict; values become numbers where they read as numbers."""
+    """``NAME=VALUE`` strings as a dict; a VALUE that reads as JSON (2, 0.5, true, [1, 99]) is parsed."""
     options: dict = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ConfigError(f"option {item!r} is not NAME=VALUE")
         try:
-            options[name.strip()] = float(value) if "." in value or "e" in value.lower() else int(value)
-        except ValueError:
-            options[name.strip()] = {"true": True, "false": False}.get(value.lower(), value)
+            options[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name.strip()] = value
     return options
 
 

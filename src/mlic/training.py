@@ -58,6 +58,8 @@ class TrainConfig:
     pretrained: bool = False
     weights: str | None = None
     head: str = "linear"
+    """Classifier head: linear, csra or ml-decoder (``mlic.models.heads``)."""
+    head_options: dict = field(default_factory=dict)
     loss: str = "bce"
     """Label loss: bce, focal, asl, hill or splc (``mlic.losses``)."""
     loss_options: dict = field(default_factory=dict)
@@ -319,7 +321,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     preprocessing = resolve_preprocessing(config, train_set)
     model = build_classifier(
         train_set.schema,
-        ModelConfig(backbone=config.backbone, head=config.head),
+        ModelConfig(backbone=config.backbone, head=config.head, head_kwargs=dict(config.head_options)),
         pretrained=config.pretrained,
         weights=config.weights,
         mean=preprocessing.mean,

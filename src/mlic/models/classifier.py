@@ -11,7 +11,7 @@ from torch import nn
 
 from mlic.errors import ConfigError
 from mlic.models.backbones import DEFAULT_BACKBONE, create_backbone
-from mlic.models.heads import create_head
+from mlic.models.heads import create_head, is_pooled
 from mlic.schema import LabelSchema
 
 
@@ -92,7 +92,11 @@ def build_classifier(
         in_chans=config.in_chans,
         drop_rate=config.drop_rate,
     )
-    # timm models with a hidden pre-logits layer (MobileNetV3, ...) emit head_hidden_size features.
-    width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    # Pooled heads read forward_head(pre_logits=True), which for timm models with a hidden
+    # pre-logits layer (MobileNetV3, ...) has head_hidden_size features; unpooled heads read
+    # forward_features, which has num_features channels.
+    width = backbone.num_features
+    if is_pooled(config.head):
+        width = getattr(backbone, "head_hidden_size", None) or width
     head = create_head(config.head, width, schema.num_outputs, **config.head_kwargs)
     return Classifier(backbone, head, schema, config, mean, std)
