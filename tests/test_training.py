@@ -39,8 +39,11 @@ def test_resume_continues_to_more_epochs(tiny_run, tmp_path):
 
     run = tmp_path / "resumed"
     shutil.copytree(tiny_run, run)
+    first_log = (run / "logs" / "metrics.csv").read_text()
     artifact = train(resume=run, max_epochs=2)
     assert load_artifact(artifact).training["epochs"] == 2
+    assert (run / "logs" / "metrics.csv").read_text() == first_log  # the first epochs' log is kept
+    assert "val/mAP" in (run / "logs" / "resume-1" / "metrics.csv").read_text()
     assert json.loads((run / "config.json").read_text())["max_epochs"] == 2
 
 

@@ -291,6 +291,21 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def csv_logger(run_dir: Path, resumed: bool) -> CSVLogger:
+    """Per-epoch metrics in ``logs/metrics.csv``; a resumed run writes ``logs/resume-N/``.
+
+    Lightning's CSV logger replaces the file of an existing version, so a
+    resumed run gets a version of its own and the earlier epochs stay on disk.
+    """
+    version = ""
+    if resumed:
+        n = 1
+        while (run_dir / "logs" / f"resume-{n}").exists():
+            n += 1
+        version = f"resume-{n}"
+    return CSVLogger(run_dir, name="logs", version=version)
+
+
 def default_run_dir() -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path, n = Path("runs") / stamp, 1
@@ -357,7 +372,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         devices=parse_devices(config.devices),
         precision=resolve_precision(config),
         callbacks=[checkpoint],
-        logger=CSVLogger(run_dir, name="logs", version=""),
+        logger=csv_logger(run_dir, resumed=resume is not None),
         deterministic=config.deterministic,
         enable_progress_bar=config.progress,
         enable_model_summary=config.progress,
