@@ -16,13 +16,19 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from mlic.artifact import Artifact, load_artifact
-from mlic.data.images import ImageDataset, array_to_tensor, build_transform, pil_to_tensor, read_image
+from mlic.data.images import (
+    IMAGE_SUFFIXES,
+    ImageDataset,
+    array_to_tensor,
+    build_transform,
+    pil_to_tensor,
+    read_image,
+)
 from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError, DataError
 from mlic.schema import LabelSchema
 from mlic.thresholds import apply_thresholds, top_k
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 

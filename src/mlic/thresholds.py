@@ -17,18 +17,11 @@ from typing import Any
 import numpy as np
 
 from mlic.errors import ConfigError, DataError
-from mlic.metrics import check_inputs
+from mlic.metrics import _column_blocks, check_inputs
 
 POLICIES = ("per-label", "global", "fixed", "top-k")
 UNREACHABLE = 1.0
 """Threshold of a label that cannot reach the requested precision: predicted only at certainty."""
-_BLOCK_ELEMENTS = 1 << 22  # entries sorted at once: bounds memory at ~100 MB per block
-
-
-def _column_blocks(n_rows: int, n_cols: int):
-    step = max(1, _BLOCK_ELEMENTS // max(n_rows, 1))
-    for start in range(0, n_cols, step):
-        yield slice(start, min(start + step, n_cols))
 
 
 def best_f1_thresholds(

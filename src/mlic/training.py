@@ -333,7 +333,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     config.out = str(run_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = load_splits(config)
-    preprocessing = resolve_preprocessing(config, train_set)
+    preprocessing = resolve_preprocessing(config)
     model = build_classifier(
         train_set.schema,
         ModelConfig(backbone=config.backbone, head=config.head, head_kwargs=dict(config.head_options)),
@@ -439,7 +439,7 @@ def predict_loader(model: Classifier, loader: DataLoader) -> tuple[Probabilities
     )
 
 
-def resolve_preprocessing(config: TrainConfig, train_set: Manifest) -> Preprocessing:
+def resolve_preprocessing(config: TrainConfig) -> Preprocessing:
     """Input size and flips from the config; mean and std from the backbone's pretrained config.
 
     A backbone trained elsewhere expects the normalisation it was trained with

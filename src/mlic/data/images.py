@@ -18,6 +18,8 @@ from torchvision.transforms import v2
 from mlic.data.manifest import Manifest
 from mlic.errors import DataError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+"""File endings read as images (lower case): by folder search and by extension lookup in manifests."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlic.data.images import IMAGE_SUFFIXES
 from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError, DataError, SchemaError
 from mlic.schema import UNKNOWN, Attribute, LabelSchema
@@ -29,7 +30,6 @@ from mlic.schema import UNKNOWN, Attribute, LabelSchema
 FORMATS: tuple[str, ...] = ("csv-tags", "csv-multihot", "jsonl")
 PATH_COLUMNS = ("path", "image", "image_path", "image_name", "file", "filename", "file_name", "img")
 TAGS_COLUMNS = ("tags", "labels", "label", "classes", "categories")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 _TRY_SUFFIXES = IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES)
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
