@@ -267,8 +267,14 @@ def test_dataset_over_grey_pixels_expands_to_three_channels():
     check_rgb_tensor(image, 16, 16)
     for c in range(3):
         np.testing.assert_array_equal(image[c].numpy(), pixels[1])
-    assert label_targets.tolist() == [0, -1] and label_targets.dtype == torch.int8
+    indices, values = label_targets  # the image's label list: only entries other than the fill (0)
+    assert indices.tolist() == [1] and values.tolist() == [-1] and values.dtype == torch.int8
     assert attribute_targets.tolist() == [1] and attribute_targets.dtype == torch.int64
+    images, labels, attrs = ds.collate([ds[i] for i in range(3)])
+    assert images.shape == (3, 3, 16, 16) and labels.dtype == torch.int8
+    np.testing.assert_array_equal(labels.numpy(), labels_dense := np.array(manifest.labels))
+    assert labels_dense.tolist() == [[1, 0], [0, -1], [1, 1]]
+    assert attrs.tolist() == [[0], [1], [-1]]
 
 
 def test_dataset_over_rgb_pixels_resizes():
@@ -291,9 +297,10 @@ def test_dataset_over_files(tmp_path):
     image = ds[0][0]
     np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), arrays[0])
     check_rgb_tensor(ds[1][0], 8, 8)
-    assert ds[1][1].tolist() == [0, 1] and ds[1][2].tolist() == [0]
-    batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    assert ds[1][1][0].tolist() == [1] and ds[1][2].tolist() == [0]
+    batch = ds.collate([ds[0], ds[1]])
     assert batch[0].shape == (2, 3, 8, 8) and batch[0].dtype == torch.uint8
+    assert batch[1].tolist() == [[1, 0], [0, 1]]
 
 
 def test_dataset_over_a_missing_file(tmp_path):

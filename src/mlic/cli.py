@@ -74,6 +74,13 @@ def train(
         str, typer.Option(help="Unknown (-1) targets: ignore, negative or selective.")
     ] = "ignore",
     missing_weight: Annotated[float, typer.Option(help="Weight of unknowns taken as negatives.")] = 1.0,
+    hide_positives: Annotated[
+        float,
+        typer.Option(help="Simulate incomplete labels: hide this share of the train and val positives."),
+    ] = 0.0,
+    hidden_as: Annotated[
+        str, typer.Option(help="Hidden positives become 'unknown' (-1) or 'negative' (silently missing).")
+    ] = "unknown",
     max_epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate of AdamW (cosine schedule).")] = 3e-3,
@@ -122,6 +129,8 @@ def train(
             label_smoothing=label_smoothing,
             missing=missing,
             missing_weight=missing_weight,
+            hide_positives=hide_positives,
+            hidden_as=hidden_as,
             max_epochs=max_epochs or TrainConfig.max_epochs,
             batch_size=batch_size,
             lr=lr,

@@ -155,8 +155,12 @@ def format_report(figures: dict, max_labels: int = 30) -> str:
     lines = [f"{figures['artifact']} on {figures['data']}: {figures['n_samples']} images", ""]
     model = figures.get("model") or {}
     if model:
-        loss = ", ".join(f"{k}={v}" for k, v in (model.get("loss") or {}).items())
+        settings = dict(model.get("loss") or {})
+        hidden = settings.pop("hidden_positives", None)
+        loss = ", ".join(f"{k}={v}" for k, v in settings.items())
         lines.append(f"model: backbone {model.get('backbone')}, head {model.get('head')}; loss {loss}")
+        if hidden:
+            lines.append(f"trained with {hidden['fraction']:.0%} of its positives hidden as {hidden['as']}")
     policy = figures.get("decision", {}).get("policy", "per-label")
     lines.append(
         f"decisions: {policy}" + (f" (k={figures['decision'].get('k')})" if policy == "top-k" else "")

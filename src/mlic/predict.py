@@ -110,7 +110,12 @@ class Predictor:
 
     @torch.inference_mode()
     def _run(self, dataset: Dataset) -> Probabilities:
-        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=getattr(dataset, "collate", None),
+        )
         outputs = []
         for batch in loader:
             images = batch[0] if isinstance(batch, list | tuple) else batch

@@ -160,14 +160,18 @@ class LabelSchema:
         """Raise ``SchemaError`` unless the target matrices fit this schema."""
         if labels.ndim != 2 or labels.shape[1] != self.n_labels:
             raise SchemaError(f"label targets have shape {labels.shape}; expected [N, {self.n_labels}]")
-        if attributes.ndim != 2 or attributes.shape[1] != self.n_attributes:
-            raise SchemaError(
-                f"attribute targets have shape {attributes.shape}; expected [N, {self.n_attributes}]"
-            )
+        self.check_attributes(attributes)
         if labels.shape[0] != attributes.shape[0]:
             raise SchemaError("label and attribute targets have different numbers of rows")
         if labels.size and not ((labels >= UNKNOWN) & (labels <= 1)).all():
             raise SchemaError("label targets must be 1 (present), 0 (absent) or -1 (unknown)")
+
+    def check_attributes(self, attributes: np.ndarray) -> None:
+        """Raise ``SchemaError`` unless ``attributes`` is ``[N, n_attributes]`` of -1 or class indices."""
+        if attributes.ndim != 2 or attributes.shape[1] != self.n_attributes:
+            raise SchemaError(
+                f"attribute targets have shape {attributes.shape}; expected [N, {self.n_attributes}]"
+            )
         for j, a in enumerate(self.attributes):
             col = attributes[:, j]
             if ((col < UNKNOWN) | (col >= len(a.classes))).any():

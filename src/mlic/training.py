@@ -72,6 +72,10 @@ class TrainConfig:
     missing: str = "ignore"
     """Unknown (-1) targets: ignore (masked), negative (0 with missing_weight) or selective."""
     missing_weight: float = 1.0
+    hide_positives: float = 0.0
+    """Simulate incomplete labels: hide this share of the training and validation positives (seeded)."""
+    hidden_as: str = "unknown"
+    """Hidden positives become "unknown" (-1, marked) or "negative" (0: silently missing, the real case)."""
     max_epochs: int = 12
     batch_size: int = 128
     lr: float = 3e-3
@@ -224,8 +228,10 @@ class DataModule(L.LightningDataModule):
         self.eval_transform = build_transform(preprocessing, train=False)
 
     def _loader(self, manifest: Manifest, transform, shuffle: bool) -> DataLoader:
+        dataset = ImageDataset(manifest, transform)
         return DataLoader(
-            ImageDataset(manifest, transform),
+            dataset,
+            collate_fn=dataset.collate,
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=shuffle and len(manifest) > self.batch_size,
@@ -242,7 +248,20 @@ class DataModule(L.LightningDataModule):
 
 
 def load_splits(config: TrainConfig) -> tuple[Manifest, Manifest]:
-    """Training and validation manifests, with every image file checked before training starts."""
+    """Training and validation manifests, with every image file checked before training starts.
+
+    With ``config.hide_positives``, a share of both sets' positives is hidden
+    (``Manifest.hide_positives``), as a study of incompletely labelled data.
+    """
+    train, val = _load_splits(config)
+    if config.hide_positives:
+        hide = {"hidden_as": config.hidden_as}
+        train = train.hide_positives(config.hide_positives, seed=config.seed, **hide)
+        val = val.hide_positives(config.hide_positives, seed=config.seed + 1, **hide)
+    return train, val
+
+
+def _load_splits(config: TrainConfig) -> tuple[Manifest, Manifest]:
     if is_demo(config):
         return (
             load_data(DEMO, split="train", demo_samples=config.demo_train, seed=config.seed),
@@ -462,12 +481,12 @@ def build_loss(config: TrainConfig, train_set: Manifest) -> SchemaLoss:
         pos_weight=config.pos_weight,
         neg_weight=config.neg_weight,
         label_smoothing=config.label_smoothing,
-        train_targets=train_set.labels,
+        train_targets=train_set.label_lists,
         max_pos_weight=config.max_pos_weight,
         **config.loss_options,
     )
     missing = create_missing_policy(
-        config.missing, missing_weight=config.missing_weight, train_targets=train_set.labels
+        config.missing, missing_weight=config.missing_weight, train_targets=train_set.label_lists
     )
     return SchemaLoss(train_set.schema, label_loss, missing=missing)
 
@@ -481,6 +500,8 @@ def loss_summary(config: TrainConfig) -> dict:
         summary["max_pos_weight"] = config.max_pos_weight
     if config.missing != "ignore":
         summary["missing_weight"] = config.missing_weight
+    if config.hide_positives:
+        summary["hidden_positives"] = {"fraction": config.hide_positives, "as": config.hidden_as}
     return summary
 
 

@@ -111,13 +111,19 @@ def array_to_tensor(pixels: np.ndarray) -> torch.Tensor:
 
 
 class ImageDataset(Dataset):
-    """A manifest as (image, label targets, attribute targets) samples."""
+    """A manifest as (image, label list, attribute targets) samples; ``collate`` makes them batches.
+
+    A sample's label targets are the image's list from ``Manifest.label_lists``
+    (label indices and their values), not a dense row: at 10,000 labels a
+    dense row per sample would be 10 kB copied through every worker.
+    """
 
     def __init__(self, manifest: Manifest, transform: v2.Compose) -> None:
         self.manifest = manifest
         self.transform = transform
-        self.labels = torch.from_numpy(manifest.labels)
+        self.label_lists = manifest.label_lists
         self.attributes = torch.from_numpy(manifest.attributes)
+        self.collate = Collate(manifest.schema.n_labels, manifest.label_lists.fill)
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -127,5 +133,27 @@ class ImageDataset(Dataset):
             return array_to_tensor(self.manifest.pixels[index])
         return read_image(self.manifest.paths[index])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.transform(self.load(index)), self.labels[index], self.attributes[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        indices, values = self.label_lists.row(index)
+        label_list = (torch.from_numpy(indices), torch.from_numpy(values))
+        return self.transform(self.load(index)), label_list, self.attributes[index]
+
+
+@dataclass(frozen=True)
+class Collate:
+    """Stack samples of an ``ImageDataset`` into ``(images, labels [B, L] int8, attributes [B, A])``.
+
+    The label lists become a dense matrix here, per batch, and nowhere earlier.
+    """
+
+    n_labels: int
+    fill: int = 0
+
+    def __call__(self, samples: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images = torch.stack([s[0] for s in samples])
+        attributes = torch.stack([s[2] for s in samples])
+        labels = torch.full((len(samples), self.n_labels), self.fill, dtype=torch.int8)
+        rows = torch.cat([torch.full((len(s[1][0]),), i, dtype=torch.int64) for i, s in enumerate(samples)])
+        columns = torch.cat([s[1][0] for s in samples]).long()
+        labels[rows, columns] = torch.cat([s[1][1] for s in samples])
+        return images, labels, attributes

@@ -8,45 +8,65 @@ manifests only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mlic.data.targets import LabelLists
 from mlic.errors import DataError, SchemaError
 from mlic.schema import UNKNOWN, LabelSchema
 
 
-@dataclass
 class Manifest:
     """Images and their targets under one schema.
 
     ``paths`` are image files (absolute after a source resolved them). For data
     held in memory, such as MultiDigits, ``pixels`` holds uint8 images
     ``[N, H, W]`` (grey) or ``[N, H, W, 3]`` (RGB) and ``paths`` are names.
+    Label targets are kept as ``LabelLists`` (``label_lists``), a list of
+    labels per image, so that training on 10,000 labels never holds the
+    dense matrix; ``labels`` builds that matrix on first use (evaluation
+    needs it) and keeps it.
     """
 
-    schema: LabelSchema
-    paths: list[str]
-    labels: np.ndarray
-    attributes: np.ndarray
-    pixels: np.ndarray | None = None
-    source: str = ""
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        labels = np.asarray(self.labels)
-        if labels.dtype != np.int8 and labels.size and (labels.min() < UNKNOWN or labels.max() > 1):
-            raise SchemaError(f"{self.source or 'manifest'}: label targets must be 1, 0 or -1")
-        self.labels = labels.astype(np.int8, copy=False).reshape(len(self.paths), self.schema.n_labels)
-        self.attributes = np.asarray(self.attributes, dtype=np.int64).reshape(
-            len(self.paths), self.schema.n_attributes
-        )
-        self.schema.check_targets(self.labels, self.attributes)
-        if self.pixels is not None and len(self.pixels) != len(self.paths):
-            raise DataError(
-                f"{self.source or 'manifest'}: {len(self.pixels)} images for {len(self.paths)} paths"
+    def __init__(
+        self,
+        schema: LabelSchema,
+        paths: list[str],
+        labels: np.ndarray | LabelLists,
+        attributes: np.ndarray,
+        pixels: np.ndarray | None = None,
+        source: str = "",
+        meta: dict | None = None,
+    ) -> None:
+        self.schema, self.paths, self.pixels = schema, list(paths), pixels
+        self.source, self.meta = source, dict(meta or {})
+        where = self.source or "manifest"
+        if isinstance(labels, LabelLists):
+            self.label_lists = labels
+            self._dense: np.ndarray | None = None
+        else:
+            dense = np.asarray(labels)
+            if dense.size and (dense.min() < UNKNOWN or dense.max() > 1):
+                raise SchemaError(f"{where}: label targets must be 1, 0 or -1")
+            self._dense = dense.astype(np.int8, copy=False).reshape(len(self.paths), schema.n_labels)
+            self.label_lists = LabelLists.from_dense(self._dense)
+        if self.label_lists.shape != (len(self.paths), schema.n_labels):
+            raise SchemaError(
+                f"{where}: label targets have shape {self.label_lists.shape}; "
+                f"expected [{len(self.paths)}, {schema.n_labels}]"
             )
+        self.attributes = np.asarray(attributes, dtype=np.int64).reshape(len(self.paths), schema.n_attributes)
+        schema.check_attributes(self.attributes)
+        if self.pixels is not None and len(self.pixels) != len(self.paths):
+            raise DataError(f"{where}: {len(self.pixels)} images for {len(self.paths)} paths")
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Label targets as an int8 matrix ``[N, n_labels]``, built from the lists on first use."""
+        if self._dense is None:
+            self._dense = self.label_lists.dense()
+        return self._dense
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -57,12 +77,18 @@ class Manifest:
         return Manifest(
             self.schema,
             [self.paths[i] for i in idx],
-            self.labels[idx],
+            self.label_lists.take(idx),
             self.attributes[idx],
             None if self.pixels is None else self.pixels[idx],
             self.source,
             dict(self.meta),
         )
+
+    def hide_positives(self, fraction: float, *, hidden_as: str = "unknown", seed: int = 0) -> Manifest:
+        """A copy with ``fraction`` of the positive labels hidden (``LabelLists.hide_positives``)."""
+        lists = self.label_lists.hide_positives(fraction, hidden_as=hidden_as, seed=seed)
+        meta = dict(self.meta, hidden_positives={"fraction": fraction, "as": hidden_as, "seed": seed})
+        return Manifest(self.schema, self.paths, lists, self.attributes, self.pixels, self.source, meta)
 
     def missing_files(self) -> list[str]:
         """Image files of this manifest that do not exist (none for in-memory data)."""

@@ -24,6 +24,7 @@ import numpy as np
 
 from mlic.data.images import IMAGE_SUFFIXES
 from mlic.data.manifest import Manifest
+from mlic.data.targets import LabelLists
 from mlic.errors import ConfigError, DataError, SchemaError
 from mlic.schema import UNKNOWN, Attribute, LabelSchema
 
@@ -231,20 +232,20 @@ def _make_schema(src: _Source, labels: list[str], attributes: list[tuple[str, li
         raise src.error(None, None, str(e)) from None
 
 
-def _set_labels(schema: LabelSchema, rows: list[list[str]], value: int, out, dropped: Counter) -> None:
-    """Write ``value`` into ``out`` where row i names a label; count names the schema lacks."""
+def _label_indices(schema: LabelSchema, rows: list[list[str]], dropped: Counter) -> list[list[int]]:
+    """Each row's label names as schema indices; names the schema lacks are counted in ``dropped``."""
     index = {name: j for j, name in enumerate(schema.labels)}
-    rr: list[int] = []
-    cc: list[int] = []
-    for i, names in enumerate(rows):
+    out = []
+    for names in rows:
+        found = []
         for name in names:
             j = index.get(name)
             if j is None:
                 dropped[name] += 1
             else:
-                rr.append(i)
-                cc.append(j)
-    out[np.asarray(rr, dtype=np.intp), np.asarray(cc, dtype=np.intp)] = value
+                found.append(j)
+        out.append(found)
+    return out
 
 
 def _warn_dropped(src: _Source, dropped: Counter) -> list[str]:
@@ -295,9 +296,8 @@ def read_tags_csv(
         tags.append(_split_tags(row[ti], separator))
     if schema is None:
         schema = _make_schema(src, sorted({t for ts in tags for t in ts}), [])
-    labels = np.zeros((len(paths), schema.n_labels), dtype=np.int8)
     dropped: Counter = Counter()
-    _set_labels(schema, tags, 1, labels, dropped)
+    labels = LabelLists.from_lists(_label_indices(schema, tags, dropped), schema.n_labels)
     attributes = np.full((len(paths), schema.n_attributes), UNKNOWN, dtype=np.int64)
     return _manifest(src, "csv-tags", schema, paths, labels, attributes, _warn_dropped(src, dropped))
 
@@ -482,10 +482,12 @@ def read_jsonl(
                 classes.setdefault(name, set()).update([cls] if cls is not None else [])
         label_names = sorted({n for rows in (present, unknown) for ns in rows for n in ns})
         schema = _make_schema(src, label_names, [(n, sorted(c, key=_class_key)) for n, c in classes.items()])
-    labels = np.zeros((len(paths), schema.n_labels), dtype=np.int8)
     dropped: Counter = Counter()
-    _set_labels(schema, present, 1, labels, dropped)
-    _set_labels(schema, unknown, UNKNOWN, labels, dropped)
+    for i, both in enumerate(set(p) & set(u) for p, u in zip(present, unknown)):
+        if both:
+            raise src.error(lines[i], "unknown", f"{sorted(both)} also listed under 'labels'")
+    positives, unknowns = _label_indices(schema, present, dropped), _label_indices(schema, unknown, dropped)
+    labels = LabelLists.from_lists(positives, schema.n_labels, unknown=unknowns)
     attributes = _json_attribute_matrix(src, schema, attrs, lines, dropped)
     return _manifest(src, "jsonl", schema, paths, labels, attributes, _warn_dropped(src, dropped))
 

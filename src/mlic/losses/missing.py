@@ -16,21 +16,29 @@ from mlic.errors import ConfigError
 from mlic.schema import UNKNOWN
 
 
-def check_train_targets(train_targets: object) -> np.ndarray:
-    """Training label targets as int8 ``[N, L]`` in {-1, 0, 1}; a ``ConfigError`` otherwise."""
+def target_counts(train_targets: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per label: present, absent and unknown counts (float64 ``[L]``) of the training targets.
+
+    ``train_targets`` is an int8 matrix ``[N, L]`` in {-1, 0, 1}, or label
+    lists (``mlic.data.targets.LabelLists``, anything with ``counts()``),
+    which are counted without building the matrix.
+    """
+    if hasattr(train_targets, "counts"):
+        counts = train_targets.counts()
+        return tuple(counts[k].astype(np.float64) for k in ("positive", "negative", "unknown"))
     targets = np.asarray(train_targets)
     if targets.ndim != 2:
         raise ConfigError(f"train_targets must be a [N, L] matrix; got shape {targets.shape}")
     bad = ~np.isin(targets, (UNKNOWN, 0, 1))
     if bad.any():
         raise ConfigError(f"train_targets must hold -1, 0 or 1; got {targets[bad][0]!r}")
-    return targets.astype(np.int8)
+    return tuple((targets == v).sum(0).astype(np.float64) for v in (1, 0, UNKNOWN))
 
 
-def auto_pos_weight(train_targets: np.ndarray, max_weight: float = 100.0) -> torch.Tensor:
+def auto_pos_weight(train_targets: object, max_weight: float = 100.0) -> torch.Tensor:
     """Per-label positive weight: negatives / positives over known entries, clipped to [1, max_weight].
 
-    ``train_targets`` int8 ``[N, L]`` in {-1, 0, 1}; returns float32 ``[L]``.
+    ``train_targets``: see ``target_counts``; returns float32 ``[L]``.
     Unknown entries are not counted. Labels without any positive get
     ``max_weight`` (their positive term never occurs in training anyway);
     labels with more positives than negatives get 1, never a weight below 1,
@@ -39,18 +47,15 @@ def auto_pos_weight(train_targets: np.ndarray, max_weight: float = 100.0) -> tor
     """
     if max_weight < 1:
         raise ConfigError(f"max_weight must be >= 1; got {max_weight!r}")
-    targets = check_train_targets(train_targets)
-    positives = (targets == 1).sum(0).astype(np.float64)
-    negatives = (targets == 0).sum(0).astype(np.float64)
+    positives, negatives, _ = target_counts(train_targets)
     ratio = np.divide(negatives, positives, out=np.full_like(positives, max_weight), where=positives > 0)
     return torch.as_tensor(np.clip(ratio, 1.0, max_weight), dtype=torch.float32)
 
 
-def label_priors(train_targets: np.ndarray) -> torch.Tensor:
+def label_priors(train_targets: object) -> torch.Tensor:
     """Per-label prior: positives / known entries, float32 ``[L]``; 1.0 for a label with no known entry."""
-    targets = check_train_targets(train_targets)
-    positives = (targets == 1).sum(0).astype(np.float64)
-    known = (targets != UNKNOWN).sum(0).astype(np.float64)
+    positives, negatives, _ = target_counts(train_targets)
+    known = positives + negatives
     prior = np.divide(positives, known, out=np.ones_like(positives), where=known > 0)
     return torch.as_tensor(prior, dtype=torch.float32)
 
@@ -109,7 +114,7 @@ class SelectiveMissing(nn.Module):
 
     @classmethod
     def from_targets(
-        cls, train_targets: np.ndarray, threshold: float = 0.05, missing_weight: float = 1.0
+        cls, train_targets: object, threshold: float = 0.05, missing_weight: float = 1.0
     ) -> SelectiveMissing:
         return cls(label_priors(train_targets), threshold=threshold, missing_weight=missing_weight)
 
