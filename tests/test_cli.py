@@ -127,11 +127,15 @@ def test_loss_flags_train_and_show_in_evaluate(tmp_path):
     args = [*TINY_ARGS, "--demo-train", "128", "--demo-val", "32"]
     artifact = artifact_of(
         invoke("train", "--out", tmp_path / "run", "--loss", "asl", "--loss-option", "gamma_neg=2",
-               "--pos-weight", "auto", "--label-smoothing", "0.1", *args)
+               "--pos-weight", "auto", "--label-smoothing", "0.1", "--hide-positives", "0.3",
+               "--hidden-as", "negative", *args)
     )  # fmt: skip
     meta = json.loads((artifact / "mlic.json").read_text())["training"]["loss"]
     assert meta["name"] == "asl" and meta["gamma_neg"] == 2 and meta["pos_weight"] == "auto"
-    assert "loss name=asl" in invoke("evaluate", artifact, "demo")
+    shown = invoke("evaluate", artifact, "demo")
+    assert "loss name=asl" in shown and "trained with 30% of its positives hidden as negative" in shown
+    bad = runner.invoke(app, ["train", "--hidden-as", "zero", "--no-progress", "--out", str(tmp_path / "z")])
+    assert bad.exit_code == 2 and "'unknown', 'negative'" in bad.stderr
     bad = runner.invoke(
         app, ["train", "--pos-weight", "heavy", "--no-progress", "--out", str(tmp_path / "x")]
     )

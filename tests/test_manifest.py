@@ -105,3 +105,24 @@ def test_to_schema_rejects_attribute_classes_the_model_lacks():
         make().to_schema(model)
     message = str(info.value)
     assert "data.csv" in message and "'size'" in message and "['l']" in message
+
+
+def test_label_lists_are_the_stored_form_and_the_matrix_is_built_on_demand():
+    from mlic.data.targets import LabelLists
+
+    lists = LabelLists.from_lists([[0], [1, 2], []], 3, unknown=[[2], [], [0]])
+    m = Manifest(SCHEMA, ["a", "b", "c"], lists, [[0], [1], [2]])
+    assert m.label_lists is lists
+    np.testing.assert_array_equal(m.labels, [[1, 0, -1], [0, 1, 1], [-1, 0, 0]])
+    assert m.labels is m.labels  # built once
+    np.testing.assert_array_equal(m.subset([2, 1]).label_lists.dense(), m.labels[[2, 1]])
+    with pytest.raises(SchemaError, match=r"shape \(3, 3\); expected \[2, 3\]"):
+        Manifest(SCHEMA, ["a", "b"], lists, [[0], [1]])
+
+
+def test_hide_positives_records_what_it_hid():
+    m = make()
+    hidden = m.hide_positives(1.0, hidden_as="negative", seed=4)
+    assert (hidden.labels == 1).sum() == 0 and (hidden.labels == -1).sum() == (m.labels == -1).sum()
+    assert hidden.meta["hidden_positives"] == {"fraction": 1.0, "as": "negative", "seed": 4}
+    assert hidden.paths == m.paths and "hidden_positives" not in m.meta

@@ -286,6 +286,14 @@ def test_jsonl_with_schema_drops_and_warns_once(tmp_path):
     assert m.paths[0] == str(tmp_path / "img" / "a.jpg")
 
 
+def test_jsonl_label_both_present_and_unknown_is_an_error_at_its_line(tmp_path):
+    f = jsonl(
+        tmp_path / "d.jsonl", {"path": "a.jpg"}, {"path": "b.jpg", "labels": ["cat"], "unknown": ["cat"]}
+    )
+    message = error_of(read_jsonl, f)
+    assert "d.jsonl:2: field 'unknown'" in message and "['cat'] also listed under 'labels'" in message
+
+
 def test_jsonl_attribute_class_not_in_schema(tmp_path):
     f = jsonl(tmp_path / "d.jsonl", {"path": "a.jpg"}, {"path": "b.jpg", "attributes": {"size": "huge"}})
     schema = LabelSchema(attributes=(Attribute("size", ("low", "high")),))

@@ -128,3 +128,46 @@ def test_loss_options_reach_the_loss_and_the_artifact(tmp_path):
     options = {**TINY, "demo_train": 128, "demo_val": 32}
     artifact = load_artifact(train(out=str(tmp_path / "run"), loss="focal", missing="negative", **options))
     assert artifact.training["loss"]["name"] == "focal" and artifact.training["loss"]["missing"] == "negative"
+
+
+def test_hidden_positives_reach_both_splits_and_the_loss_summary():
+    from mlic.training import load_splits, loss_summary
+
+    config = TrainConfig(demo_train=300, demo_val=100, hide_positives=0.5, hidden_as="unknown")
+    full_train, full_val = load_splits(TrainConfig(demo_train=300, demo_val=100))
+    train_set, val_set = load_splits(config)
+    for full, hidden in ((full_train, train_set), (full_val, val_set)):
+        positives = (full.labels == 1).sum()
+        assert (hidden.labels == 1).sum() == positives - round(0.5 * positives)
+        assert (hidden.labels == -1).sum() == round(0.5 * positives)
+    assert loss_summary(config)["hidden_positives"] == {"fraction": 0.5, "as": "unknown"}
+    assert "hidden_positives" not in loss_summary(TrainConfig())
+
+
+def test_ten_thousand_labels_train_and_evaluate_from_label_lists(tmp_path, monkeypatch):
+    """At 10,000 labels training never builds the dense target matrix; evaluation reports every label."""
+    from PIL import Image
+
+    import mlic
+    from mlic.data.targets import LabelLists
+
+    n_images, n_labels = 40, 10_000
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    with open(tmp_path / "data.jsonl", "w") as f:
+        for i in range(n_images):
+            Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / f"img/{i}.png")
+            labels = [f"tag{j:05d}" for j in range(i, n_labels, n_images)]  # every label appears once
+            f.write(json.dumps({"path": f"img/{i}.png", "labels": labels}) + "\n")
+
+    def no_dense(self, rows=None):
+        raise AssertionError("the dense target matrix was built during training")
+
+    monkeypatch.setattr(LabelLists, "dense", no_dense)
+    options = {**TINY, "image_size": 24, "batch_size": 16, "head": "ml-decoder"}
+    artifact = train(data=str(tmp_path / "data.jsonl"), out=str(tmp_path / "run"), **options)
+    monkeypatch.undo()
+    assert load_artifact(artifact).schema.n_labels == n_labels
+    figures = mlic.evaluate(artifact, str(tmp_path / "data.jsonl"))
+    assert figures["n_samples"] == n_images and len(figures["per_label"]) == n_labels
+    assert 0.0 <= figures["mAP"] <= 1.0 and figures["per_label"]["tag09999"]["support"] == 1

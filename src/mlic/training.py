@@ -27,6 +27,7 @@ from mlic.artifact import Artifact, save_artifact
 from mlic.data import DEMO, Manifest, load_data
 from mlic.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Preprocessing, build_transform
 from mlic.data.manifest import check_files
+from mlic.data.targets import HIDDEN_AS
 from mlic.errors import ConfigError
 from mlic.fileio import atomic_write_text
 from mlic.losses import SchemaLoss, create_label_loss, create_missing_policy
@@ -253,6 +254,8 @@ def load_splits(config: TrainConfig) -> tuple[Manifest, Manifest]:
     With ``config.hide_positives``, a share of both sets' positives is hidden
     (``Manifest.hide_positives``), as a study of incompletely labelled data.
     """
+    if config.hidden_as not in HIDDEN_AS:
+        raise ConfigError(f"hidden_as must be one of {list(HIDDEN_AS)}, not {config.hidden_as!r}")
     train, val = _load_splits(config)
     if config.hide_positives:
         hide = {"hidden_as": config.hidden_as}
