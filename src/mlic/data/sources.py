@@ -1,5 +1,8 @@
 """Readers that turn label files into a ``Manifest``: tags CSV, multi-hot CSV and JSON lines.
 
+COCO, Pascal VOC and folder-per-label data are read by ``mlic.data.importers``;
+``detect_format`` and ``load_source`` here cover every format.
+
 Each reader resolves image paths, infers a schema (or maps the data onto a
 given one) and builds the target matrices with index arrays, so that 100,000
 rows of 1,000 labels load in seconds. Every error a file can cause is a
@@ -28,7 +31,7 @@ from mlic.data.targets import LabelLists
 from mlic.errors import ConfigError, DataError, SchemaError
 from mlic.schema import UNKNOWN, Attribute, LabelSchema
 
-FORMATS: tuple[str, ...] = ("csv-tags", "csv-multihot", "jsonl")
+FORMATS: tuple[str, ...] = ("csv-tags", "csv-multihot", "jsonl", "coco", "voc", "folders")
 PATH_COLUMNS = ("path", "image", "image_path", "image_name", "file", "filename", "file_name", "img")
 TAGS_COLUMNS = ("tags", "labels", "label", "classes", "categories")
 _TRY_SUFFIXES = IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES)
@@ -106,17 +109,31 @@ class _Source:
 
 # -- format selection -----------------------------------------------------------
 def detect_format(path: str | Path) -> str:
-    """The format of a data file, from its suffix and, for CSV, its header."""
+    """The format of a data file or folder, from its suffix and, for CSV and JSON, its first bytes.
+
+    A folder is VOC when it holds ``Annotations/`` (or is a VOCdevkit holding
+    one VOC root), else one folder per label; a ``.txt`` below ``ImageSets/``
+    is a VOC image-set list; a ``.json`` is COCO (or JSON lines, judged from
+    its head: ``importers.json_format``).
+    """
+    from mlic.data import importers  # imports this module
+
     p = Path(path)
+    if p.is_dir():
+        return importers.folder_format(p)
     suffix = p.suffix.lower()
     if suffix in _JSONL_SUFFIXES:
         return "jsonl"
+    if suffix == ".json":
+        return importers.json_format(p)
+    if importers.is_voc_image_set(p):
+        return "voc"
     if suffix in _CSV_SUFFIXES:
         header = [h.strip().lower() for h in _first_row(p)]
         return "csv-tags" if any(h in TAGS_COLUMNS for h in header) else "csv-multihot"
     raise DataError(
-        f"{path}: cannot tell the format from the suffix {suffix or '(none)'!r}; expected one of "
-        f"{list(_CSV_SUFFIXES + _JSONL_SUFFIXES)}, or pass the format, one of {list(FORMATS)}"
+        f"{path}: cannot tell the format from the suffix {suffix or '(none)'!r}; expected a folder or one of "
+        f"{[*_CSV_SUFFIXES, *_JSONL_SUFFIXES, '.json']}, or pass the format, one of {list(FORMATS)}"
     )
 
 
@@ -137,15 +154,32 @@ def load_source(
     tag_separator: str = " ",
     path_column: str | None = None,
     tags_column: str | None = None,
+    drop_unannotated: bool = False,
 ) -> Manifest:
-    """Read any supported data file into a ``Manifest``; ``format`` overrides detection."""
+    """Read any supported data file or folder into a ``Manifest``; ``format`` overrides detection.
+
+    ``drop_unannotated`` leaves out COCO images without annotations (it is an
+    error with other formats, rather than silently doing nothing).
+    """
+    from mlic.data import importers  # imports this module
+
     if format is not None:
         fmt = _check_format(format)
     elif tags_column is not None and Path(path).suffix.lower() in _CSV_SUFFIXES:
         fmt = "csv-tags"
     else:
         fmt = detect_format(path)
+    if drop_unannotated and fmt != "coco":
+        raise ConfigError(f"{path}: dropping unannotated images applies to COCO data only, not to {fmt}")
+    if fmt == "folders":
+        if images_root is not None:
+            raise ConfigError(f"{path}: an images root does not apply to folder-per-label data")
+        return importers.read_folders(path, schema=schema)
     common = {"images_root": images_root, "schema": schema}
+    if fmt == "coco":
+        return importers.read_coco(path, **common, drop_unannotated=drop_unannotated)
+    if fmt == "voc":
+        return importers.read_voc(path, **common)
     if fmt == "csv-tags":
         tags = {"separator": tag_separator, "tags_column": tags_column}
         return read_tags_csv(path, **common, path_column=path_column, **tags)
