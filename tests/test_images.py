@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from mlic.data.images import (
     AUGMENTATIONS,
+    EXIF_ORIENTATION,
     IMAGENET_MEAN,
+    Decoding,
     ImageDataset,
     Preprocessing,
+    available_memory,
+    build_cache,
     build_transform,
+    decode_size,
+    log_bad_image,
     pil_to_tensor,
+    read_bad_images,
     read_image,
+    tidy_bad_images,
+    worker_error,
 )
 from mlic.data.manifest import Manifest
-from mlic.errors import DataError
+from mlic.errors import ConfigError, DataError
 from mlic.schema import Attribute, LabelSchema
 
 SCHEMA = LabelSchema(("a", "b"), (Attribute("size", ("s", "l")),))
@@ -340,3 +353,326 @@ def test_interpolation_is_used():
     # Nearest upscaling by 3 repeats every pixel in a 3x3 block; bilinear blends them.
     assert torch.equal(nearest, x.repeat_interleave(3, 1).repeat_interleave(3, 2))
     assert not torch.equal(bilinear, nearest)
+
+
+# -- decoding: every image mode, orientation, limits ----------------------------------------------
+def png_bytes(width: int, height: int, bit_depth: int, color_type: int, rows: bytes) -> bytes:
+    """A PNG file written by hand, for layouts Pillow cannot write (16-bit RGB, absurd sizes)."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def deep_grey() -> np.ndarray:
+    return (np.arange(6 * 8, dtype=np.uint16).reshape(6, 8) * 1300).astype(np.uint16)
+
+
+def saved(tmp_path, image: Image.Image, name: str, **options) -> str:
+    image.save(tmp_path / name, **options)
+    return str(tmp_path / name)
+
+
+def test_every_mode_becomes_the_expected_rgb(tmp_path):
+    """File mode -> expected uint8 RGB pixels; lossless formats exactly, JPEG within its error."""
+    grey = rgb_array()[:, :, 0]
+    high = (deep_grey() >> 8).astype(np.uint8)  # 16-bit keeps its high byte
+    rgb = rgb_array()
+    deep_rgb = (rgb.astype(np.uint16) * 256 + 200).astype(">u2")  # 16-bit RGB whose high bytes are ``rgb``
+    rows = b"".join(b"\x00" + row.tobytes() for row in deep_rgb)
+    (tmp_path / "rgb48.png").write_bytes(png_bytes(10, 12, 16, 2, rows))
+    bits = np.zeros((4, 6), dtype=bool)
+    bits[1, 2] = True
+    grey3, high3 = np.repeat(grey[..., None], 3, 2), np.repeat(high[..., None], 3, 2)
+    red = np.broadcast_to(np.array([255, 0, 0], np.uint8), (6, 10, 3))
+    cases = [  # path, mode Pillow reads, expected [H, W, 3], tolerance
+        (saved(tmp_path, Image.fromarray(grey), "l.png"), "L", grey3, 0),
+        (saved(tmp_path, Image.fromarray(grey), "l.jpg", quality=95), "L", grey3, 12),
+        (saved(tmp_path, Image.fromarray(bits), "bits.png"), "1", np.repeat(bits[..., None] * 255, 3, 2), 0),
+        (saved(tmp_path, Image.fromarray(deep_grey()), "i16.png"), "I;16", high3, 0),
+        (saved(tmp_path, Image.fromarray(deep_grey().astype(">u2")), "i16b.tif"), "I;16B", high3, 0),
+        (saved(tmp_path, Image.fromarray(deep_grey().astype(np.int32)), "i32.tif"), "I", high3, 0),
+        (str(tmp_path / "rgb48.png"), "RGB", rgb, 0),
+        (saved(tmp_path, Image.fromarray(rgb).convert("CMYK"), "cmyk.tif"), "CMYK", rgb, 0),
+        (saved(tmp_path, Image.new("CMYK", (10, 6), (0, 255, 255, 0)), "cmyk.jpg"), "CMYK", red, 12),
+        (saved(tmp_path, Image.fromarray(np.dstack([rgb, grey])), "a.webp", lossless=True), "RGBA", rgb, 0),
+        (saved(tmp_path, Image.fromarray(rgb).quantize(16), "p.gif"), "P", None, 0),
+    ]
+    with Image.open(tmp_path / "cmyk.jpg") as adobe:
+        assert adobe.info.get("adobe") is not None  # Pillow writes Adobe's inverted CMYK
+    for path, mode, expected, tolerance in cases:
+        with Image.open(path) as im:
+            assert im.mode == mode, path
+            if expected is None:  # palette: the palette's colours
+                expected = np.asarray(im.convert("RGB"))
+        t = read_image(path)
+        assert t.dtype == torch.uint8 and t.shape == (3, *expected.shape[:2]), path
+        diff = np.abs(t.permute(1, 2, 0).numpy().astype(int) - expected.astype(int))
+        assert diff.max() <= tolerance, (path, diff.max())
+
+
+def test_pa_lab_and_hsv_images_become_rgb():
+    pa = Image.new("PA", (3, 2))
+    pa.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    pa.putpixel((1, 1), (1, 0))  # palette colour 1, fully transparent: the colour is kept
+    assert pil_to_tensor(pa)[:, 1, 1].tolist() == [10, 200, 30]
+    white = pil_to_tensor(Image.new("LAB", (2, 2), (255, 128, 128)))
+    assert white.min() >= 250
+    assert pil_to_tensor(Image.new("HSV", (2, 2), (0, 255, 255)))[:, 0, 0].tolist() == [255, 0, 0]
+
+
+def test_float_images_are_read_without_crashing():
+    t = pil_to_tensor(Image.fromarray(np.full((3, 4), 70.4, dtype=np.float32)))
+    check_rgb_tensor(t, 3, 4)
+    assert t.unique().tolist() == [70]
+
+
+EXPECTED_ORIENTATION = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # turned 180 degrees
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.transpose(1, 0, 2),  # mirrored along the main diagonal
+    6: lambda a: np.rot90(a, -1),  # "turn 90 degrees clockwise to display"
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # mirrored along the other diagonal
+    8: lambda a: np.rot90(a, 1),  # turn 90 degrees anticlockwise
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(EXPECTED_ORIENTATION))
+def test_every_exif_orientation_is_applied(tmp_path, orientation):
+    from PIL import ImageOps
+
+    a = rgb_array(4, 6, seed=orientation)
+    image = Image.fromarray(a)
+    exif = image.getexif()
+    exif[EXIF_ORIENTATION] = orientation
+    path = saved(tmp_path, image, "o.png", exif=exif)
+    got = read_image(path).permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(got, EXPECTED_ORIENTATION[orientation](a))
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(got, np.asarray(ImageOps.exif_transpose(im)))  # Pillow agrees
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF")
+def test_a_broken_exif_block_leaves_the_pixels_readable(tmp_path):
+    a = rgb_array(4, 6)
+    path = saved(tmp_path, Image.fromarray(a), "e.png", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff")
+    np.testing.assert_array_equal(read_image(path).permute(1, 2, 0).numpy(), a)
+
+
+def test_images_over_the_pixel_limit_are_refused_unread(tmp_path):
+    path = saved(tmp_path, Image.fromarray(rgb_array(40, 50)), "big.png")
+    with pytest.raises(DataError, match=r"big\.png: 50 x 40 = 2,000 pixels is more than the limit of 1,999"):
+        read_image(path, max_pixels=1999)
+    check_rgb_tensor(read_image(path, max_pixels=2000), 40, 50)
+
+
+def test_a_decompression_bomb_header_is_refused_before_decoding(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bytes(30_000, 30_000, 1, 0, b"\x00"))  # 900 megapixels in 70 bytes
+    assert bomb.stat().st_size < 200
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored afterwards
+    with pytest.raises(DataError, match=r"bomb\.png: 900,000,000 pixels is more than the limit of 89,478,"):
+        read_image(bomb)  # Pillow refuses it first (above twice its limit), in mlic's words
+    with pytest.raises(DataError, match=r"bomb\.png: 30000 x 30000 = 900,000,000 pixels is more than the"):
+        read_image(bomb, max_pixels=500_000_000)
+    assert Image.MAX_IMAGE_PIXELS == 500_000_000  # raised to let mlic's own, higher limit decide
+
+
+def test_pillows_lower_limit_still_counts_unless_a_higher_one_is_asked_for(tmp_path, monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow: warn above 1,000, refuse above 2,000
+    path = saved(tmp_path, Image.fromarray(rgb_array(50, 60)), "wide.png")  # 3,000 pixels
+    with pytest.raises(DataError, match=r"wide\.png: 3,000 pixels is more than the limit of 2,000 pixels"):
+        read_image(path)  # the stricter limit, Pillow's, in mlic's words
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_rgb_tensor(read_image(path, max_pixels=5000), 50, 60)  # asked for: Pillow's is raised
+        assert Image.MAX_IMAGE_PIXELS == 5000
+        small = saved(tmp_path, Image.fromarray(rgb_array(30, 50)), "small.png")  # Pillow would warn
+        check_rgb_tensor(read_image(small, max_pixels=1600), 30, 50)
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+@pytest.mark.parametrize("keep", [0.3, 0.9])
+def test_truncated_files_are_data_errors_naming_them(tmp_path, fmt, keep):
+    full = saved(tmp_path, Image.fromarray(photo(96, 128)), f"full.{fmt}")
+    data = Path(full).read_bytes()
+    cut = tmp_path / f"cut.{fmt}"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    for min_side in (None, 20):
+        with pytest.raises(DataError, match="cannot decode image") as info:
+            read_image(cut, min_side=min_side)
+        assert str(cut) in str(info.value)
+
+
+# -- reduced-scale (draft) JPEG decoding -----------------------------------------------------------
+def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth photo-like pixels (noise upsampled from a coarse grid), which JPEG keeps well."""
+    grid = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(grid).resize((w, h), Image.Resampling.BICUBIC))
+
+
+def test_decode_size_leaves_room_for_random_resized_crops():
+    assert decode_size(Preprocessing(image_size=(224, 224))) == 269
+    assert decode_size(Preprocessing(image_size=(32, 48))) == 58
+    # The smallest crop light augmentation takes spans 0.85 of the shorter side, still above the input.
+    assert decode_size(Preprocessing()) * 0.85 >= 224
+
+
+def test_draft_decoding_matches_full_decoding_after_the_resize(tmp_path):
+    path = saved(tmp_path, Image.fromarray(photo(1200, 1600)), "large.jpg", quality=92)
+    pre = Preprocessing(image_size=(224, 224))
+    full, draft = read_image(path), read_image(path, min_side=decode_size(pre))
+    assert full.shape == (3, 1200, 1600)
+    assert draft.shape == (3, 300, 400)  # libjpeg at 1/4 scale, still above 269 on both sides
+    transform = build_transform(pre)
+    diff = (transform(full).float() - transform(draft).float()).abs()
+    assert diff.mean() < 1.0 and diff.max() <= 6
+
+
+def test_draft_decoding_never_goes_below_the_size_asked_for(tmp_path):
+    for h, w, expected in [(537, 700, (537, 700)), (538, 1100, (269, 550)), (2200, 2200, (275, 275))]:
+        path = saved(tmp_path, Image.fromarray(photo(h, w)), f"{h}x{w}.jpg")
+        assert tuple(read_image(path, min_side=269).shape[1:]) == expected
+
+
+def test_draft_decoding_follows_exif_orientation(tmp_path):
+    image = Image.fromarray(photo(600, 800))
+    exif = image.getexif()
+    exif[EXIF_ORIENTATION] = 6
+    path = saved(tmp_path, image, "turned.jpg", exif=exif)
+    assert tuple(read_image(path, min_side=100).shape) == (3, 200, 150)  # 800 x 600 at 1/4, then turned
+
+
+def test_draft_leaves_other_formats_at_full_size(tmp_path):
+    path = saved(tmp_path, Image.fromarray(photo(300, 400)), "large.png")
+    assert tuple(read_image(path, min_side=50).shape) == (3, 300, 400)
+
+
+# -- unreadable images in datasets -----------------------------------------------------------------
+def files_manifest(tmp_path, n: int, bad: set[int], size: tuple[int, int] = (12, 10)) -> Manifest:
+    """``n`` PNG files, those at positions ``bad`` corrupt; labels: image i has label a iff i is even."""
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"img{i}.png"
+        if i in bad:
+            path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
+        else:
+            Image.fromarray(rgb_array(*size, seed=i)).save(path)
+        paths.append(str(path))
+    labels = np.array([[1 - i % 2, i % 2] for i in range(n)])
+    return Manifest(SCHEMA, paths, labels, np.zeros((n, 1), dtype=np.int64))
+
+
+def loader_over(ds: ImageDataset, workers: int, batch_size: int = 2) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=ds.collate)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skip_drops_unreadable_images_from_their_batches_and_lists_them(tmp_path, workers):
+    manifest = files_manifest(tmp_path, 8, bad={1, 4, 5})
+    log = tmp_path / "bad_images.txt"
+    ds = ImageDataset(manifest, build_transform(Preprocessing(image_size=(8, 8))),
+                      decoding=Decoding(bad_images="skip", bad_log=str(log)))  # fmt: skip
+    for _ in range(2):  # two epochs: each worker lists what it meets, tidy_bad_images keeps one line each
+        batches = list(loader_over(ds, workers))
+        assert [b and len(b[0]) for b in batches] == [1, 2, None, 2]  # images 4 and 5 make an empty batch
+        labels = torch.cat([b[1] for b in batches if b is not None])
+        assert labels.tolist() == [[1, 0], [1, 0], [0, 1], [1, 0], [0, 1]]  # images 0, 2, 3, 6, 7 in order
+    listed = tidy_bad_images(log)
+    assert sorted(listed) == [manifest.paths[i] for i in (1, 4, 5)]
+    assert all(reason.startswith("cannot decode image") for reason in listed.values())
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3 and lines[0] == f"{manifest.paths[1]}\t{listed[manifest.paths[1]]}"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_fail_raises_a_data_error_naming_the_unreadable_image(tmp_path, workers):
+    manifest = files_manifest(tmp_path, 4, bad={2})
+    ds = ImageDataset(manifest, build_transform(Preprocessing(image_size=(8, 8))),
+                      decoding=Decoding(bad_images="fail", bad_log=str(tmp_path / "bad.txt")))  # fmt: skip
+    with pytest.raises(DataError) as info:
+        list(loader_over(ds, workers))
+    error = worker_error(info.value)
+    del info  # its traceback holds the loader: the workers stop now, not at a garbage collection
+    assert str(error).startswith(f"{manifest.paths[2]}: cannot decode image")
+    assert "Traceback" not in str(error) and "\n" not in str(error)
+    assert not (tmp_path / "bad.txt").exists()
+
+
+def test_decoding_options_are_checked():
+    with pytest.raises(ConfigError, match=r"bad_images must be one of \['skip', 'fail'\], not 'ignore'"):
+        Decoding(bad_images="ignore")
+
+
+def test_bad_image_lines_stay_one_line_each(tmp_path):
+    log = tmp_path / "bad.txt"
+    log_bad_image(log, "a\tb.png", "a\tb.png: cannot decode image (two\nlines)")
+    log_bad_image(log, "c.png", "no such file")
+    log_bad_image(None, "d.png", "not written anywhere")
+    assert read_bad_images(log) == {"a b.png": "cannot decode image (two lines)", "c.png": "no such file"}
+
+
+def test_worker_error_keeps_plain_errors():
+    plain = DataError("x.png: no such file")
+    assert worker_error(plain) is plain
+
+
+# -- decoded-image cache ---------------------------------------------------------------------------
+def test_cache_gives_the_same_batches_as_the_files(tmp_path):
+    pre = Preprocessing(image_size=(16, 16))  # decode_size 20: these files are stored as they are
+    paths = []
+    for i, (h, w) in enumerate([(12, 18), (20, 15), (9, 30), (16, 16)]):
+        paths.append(saved(tmp_path, Image.fromarray(rgb_array(h, w, seed=i)), f"{i}.png"))
+    manifest = Manifest(SCHEMA, paths, np.zeros((4, 2)), np.zeros((4, 1)))
+    cache = build_cache(manifest, pre)
+    assert cache.nbytes == 3 * (12 * 18 + 20 * 15 + 9 * 30 + 16 * 16) and not cache.errors
+    transform = build_transform(pre, train=True, augment="none")
+    [plain] = list(loader_over(ImageDataset(manifest, transform), 0, 4))
+    for workers in (0, 2):
+        [cached] = list(loader_over(ImageDataset(manifest, transform, cache=cache), workers, 4))
+        for a, b in zip(plain, cached):
+            assert torch.equal(a, b)
+
+
+def test_cache_resizes_large_images_to_the_decode_size(tmp_path):
+    pre = Preprocessing(image_size=(16, 16))
+    image = Image.fromarray(photo(60, 40))
+    exif = image.getexif()
+    exif[EXIF_ORIENTATION] = 6  # displayed 60 wide x 40 high
+    wide = Image.fromarray(photo(50, 80))
+    paths = [saved(tmp_path, image, "turned.png", exif=exif), saved(tmp_path, wide, "wide.jpg")]
+    manifest = Manifest(SCHEMA, paths, np.zeros((2, 2)), np.zeros((2, 1)))
+    cache = build_cache(manifest, pre, num_workers=2)
+    assert cache.shapes.tolist() == [[20, 30], [20, 32]]
+    transform = build_transform(pre)
+    for i in range(2):
+        plain = ImageDataset(manifest, transform)[i][0]
+        cached = ImageDataset(manifest, transform, cache=cache)[i][0]
+        assert (plain.float() - cached.float()).abs().mean() < 3  # one more resize, of smooth content
+
+
+def test_cache_records_unreadable_images_for_the_dataset_to_skip(tmp_path):
+    manifest = files_manifest(tmp_path, 3, bad={1})
+    (tmp_path / "img2.png").unlink()
+    cache = build_cache(manifest, Preprocessing(image_size=(8, 8)))
+    assert sorted(cache.errors) == [1, 2] and "no such file" in cache.errors[2]
+    ds = ImageDataset(manifest, build_transform(Preprocessing(image_size=(8, 8))), cache=cache,
+                      decoding=Decoding(bad_images="skip"))  # fmt: skip
+    assert ds[0] is not None and ds[1] is None and ds[2] is None and sorted(ds.bad) == [1, 2]
+    with pytest.raises(DataError, match=r"img1\.png"):
+        ImageDataset(manifest, ds.transform, cache=cache)[1]
+
+
+def test_cache_refuses_to_outgrow_its_memory_bound(tmp_path):
+    manifest = files_manifest(tmp_path, 3, bad=set())
+    with pytest.raises(ConfigError, match=r"caching 3 decoded images at shorter side 10 needs 0\.0 GiB"):
+        build_cache(manifest, Preprocessing(image_size=(8, 8)), max_bytes=100)
+    assert available_memory() > 0

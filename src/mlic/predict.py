@@ -7,7 +7,7 @@ models return logits.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,15 @@ from torch.utils.data import DataLoader, Dataset
 from mlic.artifact import Artifact, load_artifact
 from mlic.data.images import (
     IMAGE_SUFFIXES,
+    MAX_IMAGE_PIXELS,
+    Decoding,
     ImageDataset,
     array_to_tensor,
     build_transform,
+    decode_size,
     pil_to_tensor,
     read_image,
+    worker_error,
 )
 from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError, DataError
@@ -63,20 +67,37 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
 
 
 class _Images(Dataset):
-    def __init__(self, images: Sequence[ImageInput], transform) -> None:
-        self.images, self.transform = images, transform
+    """Prediction inputs as ``(image, None)``; ``(None, error)`` if unreadable under ``bad_images="skip"``."""
+
+    def __init__(self, images: Sequence[ImageInput], transform, decoding: Decoding) -> None:
+        self.images, self.transform, self.decoding = images, transform, decoding
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(to_tensor(self.images[i]))
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, str | None]:
+        d = self.decoding
+        try:
+            image = to_tensor(self.images[i], min_side=d.min_side, max_pixels=d.max_pixels)
+        except DataError as e:
+            if d.bad_images == "fail":
+                raise
+            return None, str(e)
+        return self.transform(image), None
+
+    @staticmethod
+    def collate(samples: list) -> tuple[torch.Tensor | None, list[str | None]]:
+        """The readable images stacked (None if there are none), and each sample's error or None."""
+        images = [s[0] for s in samples if s[0] is not None]
+        return (torch.stack(images) if images else None), [s[1] for s in samples]
 
 
-def to_tensor(image: ImageInput) -> torch.Tensor:
-    """Any supported image input as a uint8 RGB tensor ``[3, H, W]``."""
+def to_tensor(
+    image: ImageInput, *, min_side: int | None = None, max_pixels: int | None = MAX_IMAGE_PIXELS
+) -> torch.Tensor:
+    """Any supported image input as a uint8 RGB tensor ``[3, H, W]`` (files through ``read_image``)."""
     if isinstance(image, str | Path):
-        return read_image(image)
+        return read_image(image, min_side=min_side, max_pixels=max_pixels)
     if isinstance(image, Image.Image):
         return pil_to_tensor(image)
     if isinstance(image, np.ndarray):
@@ -91,10 +112,25 @@ def to_tensor(image: ImageInput) -> torch.Tensor:
 
 
 class Predictor:
-    """A trained model ready to predict: ``mlic.load(path).predict(images)``."""
+    """A trained model ready to predict: ``mlic.load(path).predict(images)``.
+
+    Files are decoded as in training (``mlic.data.images.read_image`` at the
+    artifact's ``decode_size``). An unreadable file raises a ``DataError`` that
+    names it, or under ``bad_images="skip"`` gets a NaN row of probabilities and
+    an ``error`` record from ``predict``, so rows always match the inputs.
+    ``predict_manifest`` (evaluation) always fails: figures over fewer images
+    than the data holds would not compare with another model's.
+    """
 
     def __init__(
-        self, artifact: Artifact, *, device: str = "cpu", batch_size: int = 64, num_workers: int = 0
+        self,
+        artifact: Artifact,
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        num_workers: int = 0,
+        bad_images: str = "fail",
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
     ):
         self.artifact = artifact
         self.schema = artifact.schema
@@ -103,33 +139,43 @@ class Predictor:
         self.num_workers = num_workers
         self.model = artifact.build_model().to(self.device)
         self.transform = build_transform(artifact.preprocessing, train=False)
+        self.decoding = Decoding(decode_size(artifact.preprocessing), max_pixels, bad_images)
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: object) -> Predictor:
         return cls(load_artifact(path), **kwargs)
 
     @torch.inference_mode()
-    def _run(self, dataset: Dataset) -> Probabilities:
+    def _run(self, dataset: _Images | ImageDataset) -> tuple[Probabilities, list[str | None]]:
+        """Probabilities of every sample in order (NaN rows for skipped ones), and each sample's error."""
         loader = DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=getattr(dataset, "collate", None),
+            dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=dataset.collate
         )
-        outputs = []
-        for batch in loader:
-            images = batch[0] if isinstance(batch, list | tuple) else batch
-            outputs.append(self.model(images.to(self.device)).float().cpu())
+        outputs, errors = [], []
+        try:
+            for batch in loader:
+                images, batch_errors = (
+                    batch if isinstance(dataset, _Images) else (batch[0], [None] * len(batch[0]))
+                )
+                logits = torch.full((len(batch_errors), self.schema.num_outputs), float("nan"))
+                if images is not None:
+                    read = torch.tensor([e is None for e in batch_errors])
+                    logits[read] = self.model(images.to(self.device)).float().cpu()
+                outputs.append(logits)
+                errors += batch_errors
+        except DataError as e:
+            raise worker_error(e) from None
         logits = torch.cat(outputs) if outputs else torch.empty(0, self.schema.num_outputs)
-        return probabilities(self.schema, logits)
+        return probabilities(self.schema, logits), errors
 
     def predict_proba(self, images: Sequence[ImageInput]) -> Probabilities:
-        """Probabilities for a list of images (paths, PIL images or uint8 arrays)."""
-        return self._run(_Images(list(images), self.transform))
+        """Probabilities for a list of images (paths, PIL images or uint8 arrays); NaN rows if skipped."""
+        return self._run(_Images(list(images), self.transform, self.decoding))[0]
 
     def predict_manifest(self, manifest: Manifest) -> Probabilities:
-        """Probabilities for every image of a manifest, in its order."""
-        return self._run(ImageDataset(manifest, self.transform))
+        """Probabilities for every image of a manifest, in its order; an unreadable one is a ``DataError``."""
+        decoding = replace(self.decoding, bad_images="fail")
+        return self._run(ImageDataset(manifest, self.transform, decoding=decoding))[0]
 
     def decide(
         self, probs: Probabilities, *, top_k_labels: int | None = None, threshold: float | None = None
@@ -150,13 +196,22 @@ class Predictor:
     ) -> list[dict]:
         """One dict per image: decided labels, every label's score, each attribute's class and probability."""
         images = list(images)
-        probs = self.predict_proba(images)
-        decided = self.decide(probs, top_k_labels=top_k, threshold=threshold)
-        return [self._record(i, image, probs, decided) for i, image in enumerate(images)]
+        probs, errors = self._run(_Images(images, self.transform, self.decoding))
+        read = np.array([e is None for e in errors], dtype=bool)
+        decided = np.zeros(probs.labels.shape, dtype=bool)
+        if read.any():  # decisions over the images that were read: skipped ones have NaN rows
+            readable = Probabilities(probs.labels[read], [p[read] for p in probs.attributes])
+            decided[read] = self.decide(readable, top_k_labels=top_k, threshold=threshold)
+        return [
+            self._record(i, image, probs, decided)
+            if errors[i] is None
+            else {"path": _path(image), "error": errors[i]}
+            for i, image in enumerate(images)
+        ]
 
     def _record(self, i: int, image: ImageInput, probs: Probabilities, decided: np.ndarray) -> dict:
         schema = self.schema
-        record: dict = {"path": str(image) if isinstance(image, str | Path) else None}
+        record: dict = {"path": _path(image)}
         record["labels"] = [schema.labels[j] for j in np.flatnonzero(decided[i])]
         record["scores"] = {name: float(p) for name, p in zip(schema.labels, probs.labels[i])}
         record["attributes"] = {}
@@ -164,6 +219,10 @@ class Predictor:
             k = int(p[i].argmax())
             record["attributes"][a.name] = {"class": a.classes[k], "probability": float(p[i, k])}
         return record
+
+
+def _path(image: ImageInput) -> str | None:
+    return str(image) if isinstance(image, str | Path) else None
 
 
 def load(path: str | Path, **kwargs: object) -> Predictor:
