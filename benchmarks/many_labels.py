@@ -21,6 +21,14 @@ positives per image, the rest absent), ``SchemaLoss`` with its default
   optimiser and the batch exist; eval first, so each peak is its own.
 - ``params`` / ``head_params``: parameter counts of the classifier and of the head.
 
+``--pipeline`` adds, per head at the largest label count, one whole run of
+the library in a fresh process: ``--pipeline-images`` random PNG files with a
+JSON-lines file of ``--positives`` tags each (every label used), then
+``mlic.train`` (one epoch) and ``mlic.evaluate`` on the same file. It prints
+their seconds, the peak resident set size of that process, and the bytes of
+the training targets as label lists against the dense int8 matrix they
+replace.
+
 The load average (before and after) is reported because the figures are
 wall-clock times on a machine that may be shared.
 """
@@ -125,6 +133,59 @@ def run_one(args: argparse.Namespace) -> dict:
     }
 
 
+def write_tagged_images(root: str, n_images: int, n_labels: int, positives: int, seed: int) -> str:
+    """Random 64 x 64 PNGs and a JSON-lines file naming about ``positives`` of ``n_labels`` tags per image."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, "img"), exist_ok=True)
+    data = os.path.join(root, "data.jsonl")
+    with open(data, "w") as f:
+        for i in range(n_images):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(f"{root}/img/{i}.png")
+            # half the tags walk through every label in turn (all are used once images x positives / 2
+            # reaches n_labels), half are random
+            walk = [(i * (positives // 2) + j) % n_labels for j in range(positives // 2)]
+            tags = {*walk, *rng.choice(n_labels, size=positives - len(walk), replace=False).tolist()}
+            f.write(json.dumps({"path": f"img/{i}.png", "labels": [f"tag{t:05d}" for t in sorted(tags)]}))
+            f.write("\n")
+    return data
+
+
+def run_pipeline(args: argparse.Namespace) -> dict:
+    """Train one epoch and evaluate through the library's own entry points; peak memory of the whole."""
+    import tempfile
+
+    import mlic
+    from mlic.data import load_data
+
+    root = tempfile.mkdtemp(prefix="mlic-many-labels-")
+    data = write_tagged_images(root, args.pipeline_images, args.labels, args.positives, args.seed)
+    manifest = load_data(data)
+    lists_bytes = manifest.label_lists.nbytes
+    dense_bytes = len(manifest) * manifest.schema.n_labels
+    del manifest
+    base = rss_mib()
+    started = time.perf_counter()
+    artifact = mlic.train(data=data, out=os.path.join(root, "run"), head=args.head, max_epochs=1,
+                          image_size=args.image_size, batch_size=args.batch_size, progress=False)  # fmt: skip
+    trained = time.perf_counter()
+    figures = mlic.evaluate(artifact, data)
+    return {
+        "head": args.head,
+        "labels": args.labels,
+        "images": args.pipeline_images,
+        "train_seconds": round(trained - started, 1),
+        "evaluate_seconds": round(time.perf_counter() - trained, 1),
+        "peak_growth_mib": round(peak_rss_mib() - base, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "target_lists_bytes": lists_bytes,
+        "target_dense_bytes": dense_bytes,
+        "evaluated_labels": len(figures["per_label"]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heads", nargs="+", default=list(HEADS))
@@ -138,12 +199,15 @@ def main() -> None:
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pipeline", action="store_true", help="also train + evaluate through mlic.train")
+    parser.add_argument("--pipeline-images", type=int, default=2_000)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child process's run
+    parser.add_argument("--one-pipeline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.one:
+    if args.one or args.one_pipeline:
         args.head, args.labels = args.heads[0], args.labels[0]
-        print(json.dumps(run_one(args)))
+        print(json.dumps(run_pipeline(args) if args.one_pipeline else run_one(args)))
         return
 
     load_before = os.getloadavg()
@@ -156,14 +220,19 @@ def main() -> None:
         *("--precision", args.precision, "--seed", str(args.seed)),
         *([] if args.channels_last else ["--no-channels-last"]),
     ]
-    for head in args.heads:
-        for labels in args.labels:
-            command = [sys.executable, __file__, *common, "--one", "--heads", head, "--labels", str(labels)]
-            out = subprocess.run(command, capture_output=True, text=True, check=False)
-            if out.returncode:
-                results.append({"head": head, "labels": labels, "error": out.stderr.strip()[-2000:]})
-            else:
-                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    jobs = [("--one", head, labels) for head in args.heads for labels in args.labels]
+    if args.pipeline:
+        jobs += [("--one-pipeline", head, max(args.labels)) for head in args.heads]
+    pipeline = []
+    for mode, head, labels in jobs:
+        command = [sys.executable, __file__, *common, mode, "--heads", head, "--labels", str(labels),
+                   "--pipeline-images", str(args.pipeline_images)]  # fmt: skip
+        out = subprocess.run(command, capture_output=True, text=True, check=False)
+        if out.returncode:
+            result = {"head": head, "labels": labels, "error": out.stderr.strip()[-2000:]}
+        else:
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+        (pipeline if mode == "--one-pipeline" else results).append(result)
     print(
         json.dumps(
             {
@@ -183,6 +252,7 @@ def main() -> None:
                 "load_average_after": [round(x, 2) for x in os.getloadavg()],
                 "wall_seconds": round(time.perf_counter() - started, 1),
                 "results": results,
+                **({"pipeline": pipeline} if args.pipeline else {}),
             },
             indent=1,
         )

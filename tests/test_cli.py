@@ -158,3 +158,61 @@ def test_head_flags_train_a_csra_model_that_predicts(tmp_path, digit_files):
         json.loads(line) for line in invoke("predict", artifact, *digit_files["paths"][:3]).splitlines()
     ]
     assert len(records) == 3 and set(records[0]["attributes"]) == {"count", "largest"}
+
+
+def test_data_inspect_prints_figures_and_json(digit_files, tmp_path):
+    source = digit_files["root"] / "data.jsonl"
+    text = invoke("data", "inspect", source)
+    assert "images       48" in text and "co-occurring pairs" in text and "missing      0" in text
+    figures = json.loads(invoke("data", "inspect", source, "--json", "--full"))
+    assert figures["images"] == 48 and figures["labels"] == 10 and figures["files"]["checked"] == "full"
+    assert figures["files"]["missing"]["count"] == 0 and figures["files"]["formats"] == {"PNG": 48}
+    assert json.loads(invoke("data", "inspect", "demo", "--json", "--no-check-images"))["files"] is None
+    bad = runner.invoke(app, ["data", "inspect", str(tmp_path / "nothing.csv")])
+    assert bad.exit_code == 2 and "no such file" in bad.stderr
+
+
+def test_data_split_writes_stratified_jsonl_and_refuses_to_overwrite(digit_files, tmp_path):
+    source, out = digit_files["root"] / "multihot.csv", tmp_path / "splits"
+    text = invoke("data", "split", source, "--val", "0.25", "--test", "0.25", "--out", out, "--seed", "1")
+    assert "label share vs split fraction" in text and str(out / "split.json") in text
+    sizes = [len((out / f"{k}.jsonl").read_text().splitlines()) for k in ("train", "val", "test")]
+    assert sum(sizes) == 48 and min(sizes) >= 10
+    again = runner.invoke(app, ["data", "split", str(source), "--out", str(out)])
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    result = json.loads(invoke("data", "split", source, "--test", "0", "--out", out, "--overwrite", "--json"))
+    assert set(result["files"]) == {"train", "val", "summary"} and not (out / "test.jsonl").exists()
+    assert result["report"]["images"] == 48
+    bad = runner.invoke(app, ["data", "split", str(source), "--val", ".6", "--test", ".5", "--out", str(out)])
+    assert bad.exit_code == 2 and "no images for training" in bad.stderr
+
+
+def test_bad_images_skip_lists_them_and_fail_stops_naming_the_file(digit_files, tmp_path):
+    """A corrupt PNG among the training images: skipped and listed, or a one-line error with exit code 2."""
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(digit_files["root"] / "images", folder / "images")
+    broken = folder / "images" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    rows = (digit_files["root"] / "tags.csv").read_text().splitlines()
+    (folder / "tags.csv").write_text("\n".join([*rows, "images/broken.png,digit_1"]) + "\n")
+    args = ["train", "--data", folder / "tags.csv", *TINY_ARGS]
+    with pytest.warns(UserWarning, match=r"1 unreadable image\(s\) were skipped; they are listed in"):
+        artifact = artifact_of(invoke(*args, "--out", tmp_path / "skip", "--workers", "2"))
+    listed = (tmp_path / "skip" / "bad_images.txt").read_text().splitlines()
+    assert len(listed) == 1 and listed[0].startswith(f"{broken}\tcannot decode image")
+    assert json.loads((artifact / "mlic.json").read_text())["training"]["bad_images"] == 1
+
+    fail_args = (*args, "--out", tmp_path / "fail", "--bad-images", "fail", "--cache-images")
+    failed = runner.invoke(app, [str(a) for a in fail_args])
+    assert failed.exit_code == 2
+    assert failed.stderr.startswith(f"error: {broken}: cannot decode image")
+    assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+
+    records = [json.loads(line) for line in invoke("predict", artifact, folder / "images").splitlines()]
+    assert len(records) == 49 and [r["path"] for r in records if "error" in r] == [str(broken)]
+    refused = runner.invoke(app, ["predict", str(artifact), str(folder / "images"), "--bad-images", "fail"])
+    assert refused.exit_code == 2 and "broken.png: cannot decode image" in refused.stderr
+    evaluated = runner.invoke(app, ["evaluate", str(artifact), str(folder / "tags.csv"), "--workers", "2"])
+    assert evaluated.exit_code == 2 and evaluated.stderr.startswith(f"error: {broken}: cannot decode image")

@@ -12,7 +12,7 @@ from conftest import TINY
 from mlic.artifact import load_artifact
 from mlic.data import multidigits
 from mlic.errors import ConfigError, DataError
-from mlic.training import TrainConfig, parse_devices, random_split, train, warmup_cosine
+from mlic.training import TrainConfig, parse_devices, train, validation_split, warmup_cosine
 
 
 def test_run_directory_holds_config_checkpoints_logs_and_artifact(tiny_run):
@@ -77,15 +77,28 @@ def test_missing_image_files_are_all_listed_before_training(tmp_path):
     assert "3 of 3" in str(err.value)
 
 
-def test_random_split_is_seeded_disjoint_and_complete():
+def test_validation_split_is_stratified_seeded_disjoint_and_complete():
     m = multidigits("val", 50)
-    train_part, val_part = random_split(m, 0.2, seed=3)
-    again, _ = random_split(m, 0.2, seed=3)
-    assert len(val_part) == 10 and len(train_part) == 40
+    train_part, val_part = validation_split(m, 0.2, seed=3)
+    again, _ = validation_split(m, 0.2, seed=3)
+    assert 8 <= len(val_part) <= 12 and len(train_part) + len(val_part) == 50
     assert set(train_part.paths).isdisjoint(val_part.paths)
     assert train_part.paths == again.paths
-    with pytest.raises(ConfigError):
-        random_split(m, 1.0, seed=0)
+    assert val_part.meta["split"]["name"] == "val"  # made by mlic.data.split.stratified_split
+    with pytest.raises(ConfigError, match="val_fraction"):
+        validation_split(m, 1.0, seed=0)
+    with pytest.raises(ConfigError, match="cannot fill"):
+        validation_split(m.subset([0]), 0.2, seed=0)
+
+
+def test_training_without_val_data_splits_it_off_stratified(digit_files):
+    from mlic.training import load_splits
+
+    config = TrainConfig(data=str(digit_files["root"] / "data.jsonl"), val_fraction=0.25, seed=2)
+    train_part, val_part = load_splits(config)
+    assert len(train_part) + len(val_part) == 48 and val_part.meta["split"]["seed"] == 2
+    share = (val_part.labels == 1).sum(0) / ((train_part.labels == 1).sum(0) + (val_part.labels == 1).sum(0))
+    assert np.abs(share - 0.25).max() < 0.15
 
 
 def test_learning_rate_schedule_warms_up_then_decays_to_zero():

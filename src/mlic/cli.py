@@ -21,15 +21,25 @@ app = typer.Typer(
 DataArg = Annotated[
     str,
     typer.Argument(
-        help="'demo' (MultiDigits test split) or a data file: tags CSV, multi-hot CSV or JSON lines."
+        help="'demo' (MultiDigits test split), a data file (tags CSV, multi-hot CSV, JSON lines, "
+        "COCO JSON, VOC ImageSets list) or a folder (VOC root, one folder per label)."
     ),
 ]
-Format = Annotated[str | None, typer.Option(help="Force the data format: csv-tags, csv-multihot, jsonl.")]
+Format = Annotated[
+    str | None,
+    typer.Option(help="Force the data format: csv-tags, csv-multihot, jsonl, coco, voc or folders."),
+]
 ImagesRoot = Annotated[
     Path | None,
-    typer.Option(help="Folder that relative image paths resolve against (default: the data file's folder)."),
+    typer.Option(
+        help="Folder that relative image paths resolve against (default: the data file's folder; "
+        "VOC: JPEGImages/; COCO: also tries the usual layouts)."
+    ),
 ]
 Separator = Annotated[str, typer.Option(help="Separator of the tags column in a tags CSV.")]
+DropUnannotated = Annotated[
+    bool, typer.Option(help="COCO: leave out images without annotations (default: all-negative).")
+]
 
 
 def _run(fn, *args, **kwargs):
@@ -43,11 +53,14 @@ def _run(fn, *args, **kwargs):
 
 @app.command()
 def train(
-    data: Annotated[str | None, typer.Option(help="Training data file; omit to train MultiDigits.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Training data file or folder; omit to train MultiDigits.")
+    ] = None,
     val: Annotated[str | None, typer.Option(help="Validation data; default: 10% split off --data.")] = None,
     format: Format = None,
     images_root: ImagesRoot = None,
     tag_separator: Separator = " ",
+    drop_unannotated: DropUnannotated = False,
     out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<date>-<time>).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
     backbone: Annotated[str, typer.Option(help="Any timm model name.")] = "mlic_cnn",
@@ -96,6 +109,16 @@ def train(
         typer.Option(help="Lightning precision (default: bf16-mixed where supported, else 32-true)."),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Data loader processes.")] = None,
+    bad_images: Annotated[
+        str, typer.Option(help="Unreadable images: skip (listed in RUN/bad_images.txt) or fail.")
+    ] = "skip",
+    cache_images: Annotated[
+        bool, typer.Option(help="Decode the training images into memory once (small data sets).")
+    ] = False,
+    max_image_pixels: Annotated[
+        int | None,
+        typer.Option(help="Refuse larger images unread (default 89,478,485, Pillow's limit; 0: none)."),
+    ] = None,
     demo_train: Annotated[int, typer.Option(help="MultiDigits training canvases.")] = 10_000,
     demo_val: Annotated[int, typer.Option(help="MultiDigits validation canvases.")] = 1_000,
     deterministic: bool = False,
@@ -115,6 +138,7 @@ def train(
             format=format,
             images_root=_str(images_root),
             tag_separator=tag_separator,
+            drop_unannotated=drop_unannotated,
             out=_str(out),
             backbone=backbone,
             pretrained=pretrained,
@@ -143,6 +167,9 @@ def train(
             devices=devices,
             precision=precision,
             num_workers=workers,
+            bad_images=bad_images,
+            cache_images=cache_images,
+            max_image_pixels=_pixel_limit(max_image_pixels, TrainConfig.max_image_pixels),
             demo_train=demo_train,
             demo_val=demo_val,
             deterministic=deterministic,
@@ -159,6 +186,7 @@ def evaluate(
     format: Format = None,
     images_root: ImagesRoot = None,
     tag_separator: Separator = " ",
+    drop_unannotated: DropUnannotated = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report into this folder.")] = None,
     batch_size: int = 64,
@@ -168,7 +196,7 @@ def evaluate(
     from mlic.evaluation import evaluate as evaluate_fn
     from mlic.evaluation import format_report
 
-    options = _source_options(data, format, images_root, tag_separator)
+    options = _source_options(data, format, images_root, tag_separator, drop_unannotated)
     figures = _run(
         evaluate_fn, artifact, data, report=report, batch_size=batch_size, num_workers=workers, **options
     )
@@ -197,6 +225,7 @@ def calibrate(
     format: Format = None,
     images_root: ImagesRoot = None,
     tag_separator: Separator = " ",
+    drop_unannotated: DropUnannotated = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     batch_size: int = 64,
     workers: int = 0,
@@ -204,7 +233,7 @@ def calibrate(
     """Choose the artifact's decision rule (thresholds or top-k) on validation data."""
     from mlic.evaluation import calibrate as calibrate_fn
 
-    options = _source_options(data, format, images_root, tag_separator)
+    options = _source_options(data, format, images_root, tag_separator, drop_unannotated)
     result = _run(
         calibrate_fn, artifact, data, policy, threshold=threshold, k=k, min_precision=min_precision,
         min_positives=min_positives, batch_size=batch_size, num_workers=workers, **options,
@@ -227,14 +256,21 @@ def predict(
     top_k: Annotated[int | None, typer.Option(help="Decide the k most probable labels.")] = None,
     threshold: Annotated[float | None, typer.Option(help="One threshold for every label.")] = None,
     batch_size: int = 64,
+    bad_images: Annotated[
+        str, typer.Option(help="Unreadable files: skip (their line has an 'error' field) or fail.")
+    ] = "skip",
 ) -> None:
     """Print one JSON line per image: decided labels, scores and attribute classes."""
     from mlic.predict import find_images, load
 
-    predictor = _run(load, artifact, batch_size=batch_size)
+    predictor = _run(load, artifact, batch_size=batch_size, bad_images=bad_images)
     images = _run(find_images, paths)
+    unreadable = 0
     for record in _run(predictor.predict, images, top_k=top_k, threshold=threshold):
         sys.stdout.write(json.dumps(record) + "\n")
+        unreadable += "error" in record
+    if unreadable:
+        typer.echo(f"warning: {unreadable} unreadable image(s); their lines hold the error", err=True)
 
 
 def parse_options(items: list[str]) -> dict:
@@ -260,14 +296,90 @@ def parse_pos_weight(value: str) -> float | str:
         raise ConfigError(f"--pos-weight takes a number or 'auto', got {value!r}") from None
 
 
-def _source_options(data: str, format: str | None, images_root: Path | None, separator: str) -> dict:
+def _source_options(
+    data: str, format: str | None, images_root: Path | None, separator: str, drop_unannotated: bool
+) -> dict:
     if data == "demo":
         return {}
-    return {"format": format, "images_root": images_root, "tag_separator": separator}
+    return {
+        "format": format,
+        "images_root": images_root,
+        "tag_separator": separator,
+        "drop_unannotated": drop_unannotated,
+    }
+
+
+def _pixel_limit(value: int | None, default: int | None) -> int | None:
+    """``--max-image-pixels``: unset keeps the library's default; 0 lifts the limit."""
+    return default if value is None else value or None
 
 
 def _str(value: Path | None) -> str | None:
     return None if value is None else str(value)
+
+
+# -- mlic data: inspect and split -------------------------------------------------
+data_app = typer.Typer(no_args_is_help=True, help="Look at a data set and split it: inspect, split.")
+app.add_typer(data_app, name="data")
+Rows = Annotated[int, typer.Option(help="Table rows shown before a cut (the most frequent and the rarest).")]
+
+
+@data_app.command("inspect")
+def data_inspect(
+    data: DataArg,
+    format: Format = None,
+    images_root: ImagesRoot = None,
+    tag_separator: Separator = " ",
+    drop_unannotated: DropUnannotated = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    full: Annotated[
+        bool, typer.Option(help="Decode every image (finds damaged bodies; slower) instead of headers only.")
+    ] = False,
+    check_images: Annotated[
+        bool, typer.Option(help="Check the image files: missing, corrupt, duplicate, sizes.")
+    ] = True,
+    top_pairs: Annotated[int, typer.Option(help="Most frequent co-occurring label pairs to list.")] = 10,
+    rows: Rows = 20,
+    workers: Annotated[int | None, typer.Option(help="Threads that check files (default: Python's).")] = None,
+) -> None:
+    """Figures of a data set: labels, co-occurrence, imbalance, unknowns, and its image files."""
+    from mlic.data.describe import describe_data, format_description
+
+    options = _source_options(data, format, images_root, tag_separator, drop_unannotated)
+    figures = _run(
+        describe_data, data, source_options=options, check_images=check_images, full=full,
+        top_pairs=top_pairs, max_listed=max(rows, 100), workers=workers,
+    )  # fmt: skip
+    typer.echo(json.dumps(figures) if as_json else format_description(figures, max_rows=rows))
+
+
+@data_app.command("split")
+def data_split(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="Folder for train.jsonl, val.jsonl, test.jsonl and split.json.")],
+    val: Annotated[float, typer.Option(help="Share of the images for validation (0 for none).")] = 0.1,
+    test: Annotated[float, typer.Option(help="Share of the images for testing (0 for none).")] = 0.1,
+    seed: int = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace split files that exist in --out.")] = False,
+    format: Format = None,
+    images_root: ImagesRoot = None,
+    tag_separator: Separator = " ",
+    drop_unannotated: DropUnannotated = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    rows: Rows = 20,
+) -> None:
+    """Split a data set into train / val / test by iterative stratification; prints each label's shares."""
+    from mlic.data.split import format_split_report, split_data
+
+    options = _source_options(data, format, images_root, tag_separator, drop_unannotated)
+    result = _run(split_data, data, out, (val, test), seed=seed, overwrite=overwrite, source_options=options)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(format_split_report(result["report"], max_rows=rows))
+    typer.echo("\nwrote:")
+    for path in result["files"].values():
+        typer.echo(f"  {path}")
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -25,10 +25,24 @@ from torch.utils.data import DataLoader
 
 from mlic.artifact import Artifact, save_artifact
 from mlic.data import DEMO, Manifest, load_data
-from mlic.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Preprocessing, build_transform
+from mlic.data.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_IMAGE_PIXELS,
+    Decoding,
+    ImageCache,
+    ImageDataset,
+    Preprocessing,
+    build_cache,
+    build_transform,
+    decode_size,
+    tidy_bad_images,
+    worker_error,
+)
 from mlic.data.manifest import check_files
+from mlic.data.split import stratified_split
 from mlic.data.targets import HIDDEN_AS
-from mlic.errors import ConfigError
+from mlic.errors import ConfigError, DataError
 from mlic.fileio import atomic_write_text
 from mlic.losses import SchemaLoss, create_label_loss, create_missing_policy
 from mlic.metrics import attribute_scores, mean_average_precision, multilabel_scores
@@ -36,10 +50,14 @@ from mlic.models import Classifier, ModelConfig, build_classifier
 from mlic.predict import Probabilities, probabilities
 from mlic.thresholds import choose_thresholds
 
+BAD_IMAGES_FILE = "bad_images.txt"
+"""In the run directory: the images skipped as unreadable, one ``path<TAB>reason`` per line."""
 QUIET_WARNINGS = (  # library notices that say nothing to an mlic user
     r".*isinstance\(treespec, LeafSpec\).*",
     r".*is not supported by the model summary.*",
     r".*Checkpoint directory .* exists and is not empty.*",
+    r".*dataloader yielded None.*",  # a batch of unreadable images only, skipped; mlic counts them
+    r".*lr_scheduler.step\(\)` before `optimizer.step\(\)`.*",  # the same skipped batch, first
 )
 
 
@@ -54,6 +72,8 @@ class TrainConfig:
     format: str | None = None
     images_root: str | None = None
     tag_separator: str = " "
+    drop_unannotated: bool = False
+    """COCO: leave out images without annotations (by default they are all-negative)."""
     out: str | None = None
     backbone: str = "mlic_cnn"
     pretrained: bool = False
@@ -96,6 +116,12 @@ class TrainConfig:
     """Lightning precision; None: bf16-mixed where the device supports bf16, else 32-true."""
     channels_last: bool = True
     num_workers: int | None = None
+    bad_images: str = "skip"
+    """Unreadable images: skip (dropped from their batch, listed in bad_images.txt) or fail (stop at once)."""
+    cache_images: bool = False
+    """Decode the training images once into memory before training (``mlic.data.images.build_cache``)."""
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS
+    """Images with more pixels are refused unread (a decompression-bomb guard); None: no limit."""
     demo_train: int = 10_000
     demo_val: int = 1_000
     deterministic: bool = False
@@ -140,13 +166,17 @@ class MultiLabelModule(L.LightningModule):
         if hasattr(self.loss, "set_epoch"):  # losses that change with training, e.g. SPLC
             self.loss.set_epoch(self.current_epoch)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every image of the batch was unreadable and skipped: no step
+            return None
         images, labels, attributes = batch
         out = self.loss(self(images), labels, attributes)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=len(images))
         return out["loss"]
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        if batch is None:
+            return
         images, labels, attributes = batch
         logits = self(images)
         out = self.loss(logits, labels, attributes)
@@ -210,7 +240,12 @@ def validation_figures(
 
 
 class DataModule(L.LightningDataModule):
-    """Train and validation manifests with their transforms and loaders."""
+    """Train and validation manifests with their transforms and loaders.
+
+    Decoding and augmentation run in ``num_workers`` processes (persistent
+    across epochs); ``cache`` holds the training images decoded (validation
+    reads the files, as prediction does); ``pin_memory`` speeds copies to a GPU.
+    """
 
     def __init__(
         self,
@@ -221,15 +256,21 @@ class DataModule(L.LightningDataModule):
         batch_size: int,
         num_workers: int,
         augment: str,
+        decoding: Decoding | None = None,
+        cache: ImageCache | None = None,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__()
         self.train_manifest, self.val_manifest = train, val
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.decoding, self.cache, self.pin_memory = decoding or Decoding(), cache, pin_memory
         self.train_transform = build_transform(preprocessing, train=True, augment=augment)
         self.eval_transform = build_transform(preprocessing, train=False)
 
-    def _loader(self, manifest: Manifest, transform, shuffle: bool) -> DataLoader:
-        dataset = ImageDataset(manifest, transform)
+    def _loader(
+        self, manifest: Manifest, transform, shuffle: bool, cache: ImageCache | None = None
+    ) -> DataLoader:
+        dataset = ImageDataset(manifest, transform, decoding=self.decoding, cache=cache)
         return DataLoader(
             dataset,
             collate_fn=dataset.collate,
@@ -238,11 +279,11 @@ class DataModule(L.LightningDataModule):
             drop_last=shuffle and len(manifest) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_manifest, self.train_transform, shuffle=True)
+        return self._loader(self.train_manifest, self.train_transform, shuffle=True, cache=self.cache)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_manifest, self.eval_transform, shuffle=False)
@@ -274,27 +315,27 @@ def _load_splits(config: TrainConfig) -> tuple[Manifest, Manifest]:
         "format": config.format,
         "images_root": config.images_root,
         "tag_separator": config.tag_separator,
+        "drop_unannotated": config.drop_unannotated,
     }
     train = load_data(config.data, **options)
     if not config.val_data:
         check_files(train)
-        return random_split(train, config.val_fraction, config.seed)
+        return validation_split(train, config.val_fraction, config.seed)
     val = load_data(config.val_data, schema=train.schema, **options)
     check_files(train, val)
     return train, val
 
 
-def random_split(manifest: Manifest, fraction: float, seed: int) -> tuple[Manifest, Manifest]:
-    """A seeded random split of ``fraction`` of the images (at least one) for validation."""
+def validation_split(manifest: Manifest, fraction: float, seed: int) -> tuple[Manifest, Manifest]:
+    """Train and validation parts, ``fraction`` of the images for validation; seeded iterative stratification.
+
+    Stratified (``mlic.data.split.stratified_split``) so that rare labels and
+    attribute classes reach validation in proportion, where thresholds are chosen.
+    """
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {fraction}")
-    if len(manifest) < 2:
-        raise ConfigError(
-            f"{manifest.source}: {len(manifest)} image(s) cannot be split into train and validation"
-        )
-    order = np.random.default_rng(seed).permutation(len(manifest))
-    n_val = min(len(manifest) - 1, max(1, round(fraction * len(manifest))))
-    return manifest.subset(np.sort(order[n_val:])), manifest.subset(np.sort(order[:n_val]))
+    splits = stratified_split(manifest, {"train": 1.0 - fraction, "val": fraction}, seed)
+    return splits["train"], splits["val"]
 
 
 def resolve_precision(config: TrainConfig) -> str:
@@ -375,10 +416,17 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     )
     workers = config.num_workers if config.num_workers is not None else default_workers(train_set)
     augment = config.augment or ("shift" if is_demo(config) else "light")
+    bad_log = run_dir / BAD_IMAGES_FILE
+    decoding = Decoding(decode_size(preprocessing), config.max_image_pixels, config.bad_images,
+                        str(bad_log) if config.bad_images == "skip" else None)  # fmt: skip
     data = DataModule(
-        train_set, val_set, preprocessing, batch_size=config.batch_size, num_workers=workers, augment=augment
-    )
+        train_set, val_set, preprocessing, batch_size=config.batch_size, num_workers=workers, augment=augment,
+        decoding=decoding, cache=image_cache(config, train_set, preprocessing, workers),
+        pin_memory=uses_cuda(config),
+    )  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        bad_log.unlink(missing_ok=True)
     atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -407,7 +455,10 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         for message in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         resume_from = str(last) if resume is not None and last.exists() else None
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        except DataError as e:
+            raise worker_error(e) from None
     seconds = time.perf_counter() - started
     if trainer.global_rank != 0:
         return run_dir / "artifact"
@@ -416,7 +467,27 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         best = torch.load(best_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
     artifact = finish(module.model, preprocessing, data, run_dir / "artifact", config, trainer, seconds)
+    if artifact.training["bad_images"]:
+        n = artifact.training["bad_images"]
+        warnings.warn(f"{n} unreadable image(s) were skipped; they are listed in {bad_log}", stacklevel=2)
     return artifact.path
+
+
+def image_cache(
+    config: TrainConfig, manifest: Manifest, pre: Preprocessing, workers: int
+) -> ImageCache | None:
+    """The training images decoded into memory, where ``cache_images`` asks for it and they are files."""
+    if not config.cache_images or manifest.pixels is not None:
+        return None
+    cache = build_cache(manifest, pre, num_workers=workers, max_pixels=config.max_image_pixels)
+    if cache.errors and config.bad_images == "fail":
+        raise DataError(cache.errors[min(cache.errors)])
+    return cache
+
+
+def uses_cuda(config: TrainConfig) -> bool:
+    """Whether training runs on CUDA GPUs, where pinned host memory speeds up the copies."""
+    return config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
 
 
 def finish(
@@ -442,6 +513,7 @@ def finish(
         "precision": str(trainer.precision),
         "loss": loss_summary(config),
         "validation": {k: round(float(v), 6) for k, v in figures.items()},
+        "bad_images": len(tidy_bad_images(data.decoding.bad_log)) if data.decoding.bad_log else 0,
         "config": asdict(config),
     }
     return save_artifact(path, model, preprocessing, decision, training=summary)
@@ -450,10 +522,18 @@ def finish(
 @torch.inference_mode()
 def predict_loader(model: Classifier, loader: DataLoader) -> tuple[Probabilities, np.ndarray, np.ndarray]:
     logits, labels, attributes = [], [], []
-    for images, y, a in loader:
-        logits.append(model(images).float())
-        labels.append(y)
-        attributes.append(a)
+    try:
+        for batch in loader:
+            if batch is None:  # every image of the batch was unreadable and skipped
+                continue
+            images, y, a = batch
+            logits.append(model(images).float())
+            labels.append(y)
+            attributes.append(a)
+    except DataError as e:
+        raise worker_error(e) from None
+    if not logits:
+        raise DataError("no validation image could be decoded")
     return (
         probabilities(model.schema, torch.cat(logits)),
         torch.cat(labels).numpy(),
@@ -513,8 +593,11 @@ def is_demo(config: TrainConfig) -> bool:
 
 
 def default_workers(manifest: Manifest) -> int:
-    """No worker processes for in-memory data; otherwise one per core, up to 8."""
-    return 0 if manifest.pixels is not None else min(8, os.cpu_count() or 1)
+    """No worker processes for in-memory data; otherwise one per core this process may use, up to 8."""
+    if manifest.pixels is not None:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(8, cores or 1)
 
 
 def parse_devices(devices: str | int) -> int | str | list[int]:
