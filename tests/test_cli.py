@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -198,8 +199,12 @@ def test_bad_images_skip_lists_them_and_fail_stops_naming_the_file(digit_files, 
     rows = (digit_files["root"] / "tags.csv").read_text().splitlines()
     (folder / "tags.csv").write_text("\n".join([*rows, "images/broken.png,digit_1"]) + "\n")
     args = ["train", "--data", folder / "tags.csv", *TINY_ARGS]
-    with pytest.warns(UserWarning, match=r"1 unreadable image\(s\) were skipped; they are listed in"):
-        artifact = artifact_of(invoke(*args, "--out", tmp_path / "skip", "--workers", "2"))
+    skipped = runner.invoke(app, [str(a) for a in (*args, "--out", tmp_path / "skip", "--workers", "2")])
+    assert skipped.exit_code == 0
+    warned = [line for line in skipped.stderr.splitlines() if line.startswith("warning: ")]
+    assert warned == [f"warning: 1 unreadable image(s) were skipped; they are listed in {tmp_path / 'skip'}"
+                      f"{os.sep}bad_images.txt"]  # fmt: skip
+    artifact = artifact_of(skipped.stdout)
     listed = (tmp_path / "skip" / "bad_images.txt").read_text().splitlines()
     assert len(listed) == 1 and listed[0].startswith(f"{broken}\tcannot decode image")
     assert json.loads((artifact / "mlic.json").read_text())["training"]["bad_images"] == 1

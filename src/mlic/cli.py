@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -43,12 +44,28 @@ DropUnannotated = Annotated[
 
 
 def _run(fn, *args, **kwargs):
-    """Call the library; an mlic error becomes a one-line message and exit code 2."""
+    """Call the library; an mlic error becomes a one-line message and exit code 2.
+
+    mlic's own warnings (``UserWarning``s raised in ``mlic``) print as
+    ``warning: ...`` lines, without Python's source-line echo; others as usual.
+    """
     try:
-        return fn(*args, **kwargs)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return fn(*args, **kwargs)
     except MlicError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if category is UserWarning and "mlic" in Path(filename).parts:
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
 
 
 @app.command()
