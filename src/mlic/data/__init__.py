@@ -7,12 +7,25 @@ from pathlib import Path
 from mlic.data.demo import multidigits
 from mlic.data.manifest import Manifest
 from mlic.data.sources import FORMATS, detect_format, load_source
+from mlic.data.targets import LabelLists
 from mlic.errors import DataError
 from mlic.schema import LabelSchema
 
 DEMO = "demo"
 
-__all__ = ["DEMO", "FORMATS", "Manifest", "detect_format", "load_data", "load_source", "multidigits"]
+__all__ = [
+    "DEMO",
+    "FORMATS",
+    "LabelLists",
+    "Manifest",
+    "describe",
+    "detect_format",
+    "load_data",
+    "load_source",
+    "multidigits",
+    "stratified_split",
+    "write_splits",
+]
 
 
 def load_data(
@@ -36,3 +49,8 @@ def load_data(
             raise DataError(f"{data}: no such file (use 'demo' for the built-in MultiDigits data)")
         manifest = load_source(data, schema=schema, **source_options)
     return manifest if schema is None else manifest.to_schema(schema)
+
+
+# after load_data: these modules use it
+from mlic.data.describe import describe  # noqa: E402
+from mlic.data.split import stratified_split, write_splits  # noqa: E402
