@@ -121,6 +121,8 @@ def train(
     seed: int = 0,
     accelerator: Annotated[str, typer.Option(help="cpu, gpu or auto (Lightning).")] = "cpu",
     devices: Annotated[str, typer.Option(help="Device count, 'auto' or a list like 0,1.")] = "1",
+    num_nodes: Annotated[int, typer.Option(help="Machines (Lightning; under SLURM or torchrun).")] = 1,
+    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, ...")] = "auto",
     precision: Annotated[
         str | None,
         typer.Option(help="Lightning precision (default: bf16-mixed where supported, else 32-true)."),
@@ -142,7 +144,7 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train a model; prints the path of the artifact it writes."""
-    from mlic.training import TrainConfig
+    from mlic.training import TrainConfig, is_global_zero
     from mlic.training import train as train_fn
 
     if resume is not None:
@@ -182,6 +184,8 @@ def train(
             seed=seed,
             accelerator=accelerator,
             devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
             precision=precision,
             num_workers=workers,
             bad_images=bad_images,
@@ -193,7 +197,8 @@ def train(
             progress=progress,
         )
         artifact = _run(train_fn, config)
-    typer.echo(str(artifact))
+    if is_global_zero():  # under DDP every process runs this command; one prints
+        typer.echo(str(artifact))
 
 
 @app.command()

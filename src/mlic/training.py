@@ -21,7 +21,8 @@ import timm
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from mlic.artifact import Artifact, save_artifact
 from mlic.data import DEMO, Manifest, load_data
@@ -58,6 +59,7 @@ QUIET_WARNINGS = (  # library notices that say nothing to an mlic user
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*dataloader yielded None.*",  # a batch of unreadable images only, skipped; mlic counts them
     r".*lr_scheduler.step\(\)` before `optimizer.step\(\)`.*",  # the same skipped batch, first
+    r".*torch.distributed.nn.functional.all_gather is deprecated.*",  # inside Lightning's all_gather
 )
 
 
@@ -112,6 +114,9 @@ class TrainConfig:
     seed: int = 0
     accelerator: str = "cpu"
     devices: str = "1"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    """Lightning strategy: auto, ddp, ddp_spawn, ...; torchrun and SLURM launches are detected."""
     precision: str | None = None
     """Lightning precision; None: bf16-mixed where the device supports bf16, else 32-true."""
     channels_last: bool = True
@@ -185,16 +190,35 @@ class MultiLabelModule(L.LightningModule):
         self._val_targets.append((labels.cpu(), attributes.cpu()))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_logits:
-            return
         schema = self.model.schema
-        probs = probabilities(schema, torch.cat(self._val_logits))
-        labels = torch.cat([t[0] for t in self._val_targets]).numpy()
-        attributes = torch.cat([t[1] for t in self._val_targets]).numpy()
+        logits = torch.cat(self._val_logits) if self._val_logits else torch.empty(0, schema.num_outputs)
+        labels = torch.cat([t[0] for t in self._val_targets]) if self._val_targets else None
+        attributes = torch.cat([t[1] for t in self._val_targets]) if self._val_targets else None
+        if labels is None:
+            labels = torch.empty(0, schema.n_labels, dtype=torch.int8)
+            attributes = torch.empty(0, schema.n_attributes, dtype=torch.int64)
         self._val_logits.clear()
         self._val_targets.clear()
+        # every process gets the whole validation set, so figures equal those of one process
+        logits = self.gather_rows(logits)
+        labels = self.gather_rows(labels.to(torch.int32)).to(torch.int8).numpy()
+        attributes = self.gather_rows(attributes).numpy()
+        if not len(logits):
+            return
+        probs = probabilities(schema, logits)
         for name, value in validation_figures(schema.attribute_names, probs, labels, attributes).items():
-            self.log(f"val/{name}", value, prog_bar=name in ("mAP", "micro_f1"))
+            # the same value on every process: sync_dist averages equal numbers (and keeps Lightning quiet)
+            self.log(f"val/{name}", value, prog_bar=name in ("mAP", "micro_f1"), sync_dist=True)
+
+    def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` of every process, concatenated in rank order (processes may hold different counts)."""
+        if self.trainer.world_size == 1:
+            return rows
+        sizes = self.all_gather(torch.tensor([len(rows)], device=self.device)).flatten().tolist()
+        padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+        padded[: len(rows)] = rows
+        gathered = self.all_gather(padded.to(self.device)).cpu()
+        return torch.cat([gathered[rank, :size] for rank, size in enumerate(sizes)])
 
     def configure_optimizers(self):
         decay, no_decay = [], []
@@ -259,34 +283,71 @@ class DataModule(L.LightningDataModule):
         decoding: Decoding | None = None,
         cache: ImageCache | None = None,
         pin_memory: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.train_manifest, self.val_manifest = train, val
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.decoding, self.cache, self.pin_memory = decoding or Decoding(), cache, pin_memory
         self.train_transform = build_transform(preprocessing, train=True, augment=augment)
         self.eval_transform = build_transform(preprocessing, train=False)
 
     def _loader(
-        self, manifest: Manifest, transform, shuffle: bool, cache: ImageCache | None = None
+        self,
+        manifest: Manifest,
+        transform,
+        shuffle: bool,
+        cache: ImageCache | None = None,
+        whole: bool = False,
     ) -> DataLoader:
         dataset = ImageDataset(manifest, transform, decoding=self.decoding, cache=cache)
+        sampler = None if whole else self._sampler(dataset, shuffle)
         return DataLoader(
             dataset,
             collate_fn=dataset.collate,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             drop_last=shuffle and len(manifest) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
         )
 
+    def _sampler(self, dataset: ImageDataset, shuffle: bool) -> Sampler | None:
+        """This process's share under DDP: a shuffled shard for training, a contiguous one otherwise."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        world, rank = trainer.world_size, trainer.global_rank
+        if shuffle:
+            return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        return ShardSampler(len(dataset), world, rank)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_manifest, self.train_transform, shuffle=True, cache=self.cache)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_manifest, self.eval_transform, shuffle=False)
+    def val_dataloader(self, whole: bool = False) -> DataLoader:
+        """This process's share of the validation images; all of them with ``whole`` (for thresholds)."""
+        return self._loader(self.val_manifest, self.eval_transform, shuffle=False, whole=whole)
+
+
+class ShardSampler(Sampler[int]):
+    """Process ``rank``'s contiguous share of ``n`` samples, unpadded and in order.
+
+    Lightning's distributed sampler pads the shards to equal length with
+    repeated samples, which would count those samples twice in validation
+    metrics; these shards, gathered in rank order, are the data set exactly.
+    """
+
+    def __init__(self, n: int, world: int, rank: int) -> None:
+        self.start, self.stop = n * rank // world, n * (rank + 1) // world
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
 
 
 def load_splits(config: TrainConfig) -> tuple[Manifest, Manifest]:
@@ -422,7 +483,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     data = DataModule(
         train_set, val_set, preprocessing, batch_size=config.batch_size, num_workers=workers, augment=augment,
         decoding=decoding, cache=image_cache(config, train_set, preprocessing, workers),
-        pin_memory=uses_cuda(config),
+        pin_memory=uses_cuda(config), seed=config.seed,
     )  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
@@ -440,6 +501,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
         devices=parse_devices(config.devices),
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        use_distributed_sampler=False,  # DataModule shards; validation without Lightning's padding
         precision=resolve_precision(config),
         callbacks=[checkpoint],
         logger=csv_logger(run_dir, resumed=resume is not None),
@@ -485,6 +549,11 @@ def image_cache(
     return cache
 
 
+def is_global_zero() -> bool:
+    """Whether this is the first process of a (possibly distributed) run, the one that writes and prints."""
+    return rank_zero_only.rank == 0
+
+
 def uses_cuda(config: TrainConfig) -> bool:
     """Whether training runs on CUDA GPUs, where pinned host memory speeds up the copies."""
     return config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
@@ -501,7 +570,7 @@ def finish(
 ) -> Artifact:
     """Choose per-label thresholds on validation and write the artifact."""
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
-    probs, labels, attributes = predict_loader(model, data.val_dataloader())
+    probs, labels, attributes = predict_loader(model, data.val_dataloader(whole=True))
     decision = choose_thresholds(labels, probs.labels, "per-label")
     figures = validation_figures(model.schema.attribute_names, probs, labels, attributes)
     summary = {
