@@ -214,3 +214,13 @@ def test_two_process_ddp_gathers_validation_exactly_and_writes_one_artifact(tmp_
     from mlic import evaluate
 
     assert 0.0 <= evaluate(artifact.path, "demo", demo_samples=64)["mAP"] <= 1.0
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_the_plain_models_weights(tmp_path):
+    """--compile compiles the forward only: the artifact holds the model's own parameter names."""
+    options = {**TINY, "demo_train": 128, "demo_val": 32, "channels_last": False}
+    artifact = load_artifact(train(out=str(tmp_path / "run"), compile=True, **options))
+    model = artifact.build_model()
+    assert not any("_orig_mod" in name for name in model.state_dict())
+    assert artifact.training["config"]["compile"] is True

@@ -123,6 +123,10 @@ def train(
     devices: Annotated[str, typer.Option(help="Device count, 'auto' or a list like 0,1.")] = "1",
     num_nodes: Annotated[int, typer.Option(help="Machines (Lightning; under SLURM or torchrun).")] = 1,
     strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, ...")] = "auto",
+    compile: Annotated[bool, typer.Option(help="torch.compile the model (GPU; slower on CPUs).")] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format.")
+    ] = True,
     precision: Annotated[
         str | None,
         typer.Option(help="Lightning precision (default: bf16-mixed where supported, else 32-true)."),
@@ -186,6 +190,8 @@ def train(
             devices=devices,
             num_nodes=num_nodes,
             strategy=strategy,
+            compile=compile,
+            channels_last=channels_last,
             precision=precision,
             num_workers=workers,
             bad_images=bad_images,
