@@ -204,7 +204,7 @@ def test_two_process_ddp_gathers_validation_exactly_and_writes_one_artifact(tmp_
     done = subprocess.run([sys.executable, mlic_command, *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines() == [str(tmp_path / "run" / "artifact")]  # printed once
-    logged = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
+    logged = list(csv.DictReader((tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()))
     epoch_end = next(row for row in logged if row.get("val/mAP"))
     artifact = load_artifact(tmp_path / "run" / "artifact")
     single = artifact.training["validation"]  # computed again in one process over all 67 images

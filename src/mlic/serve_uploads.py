@@ -1,0 +1,197 @@
+"""Uploads for ``mlic serve``: a streamed multipart body read under limits, and images decoded safely.
+
+The body goes through python-multipart's streaming parser and is counted as it
+arrives, so an oversized upload is refused as soon as it passes the limit (at
+once when its ``Content-Length`` says so). Files are held in memory, never
+written to disk, and a file name is only cleaned and echoed back. Only PNG,
+JPEG, GIF, BMP, TIFF and WebP reach Pillow (sniffed from the first bytes), and
+they are decoded as ``mlic.data.images.read_image`` decodes files, the pixel
+limit checked from the header before decoding. Every refusal is an
+``ApiError`` that ``mlic.serve`` answers as JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import torch
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from mlic.data.images import exif_orient, open_image, pil_to_tensor, reading
+from mlic.errors import DataError
+
+FIELD = "files"
+UPLOAD_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP")
+"""Pillow formats accepted from clients (MPO: a camera JPEG with extra frames); others are never parsed."""
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)  # fmt: skip
+
+
+class ApiError(Exception):
+    """A request the API refuses: answered with ``status`` and ``{"error": error, "detail": detail}``."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+# -- uploads ------------------------------------------------------------------------------
+@dataclass
+class Upload:
+    """One uploaded file: its name as sent (cleaned; only ever echoed back) and its bytes."""
+
+    filename: str | None
+    data: bytearray = field(default_factory=bytearray)
+
+
+class _Form:
+    """python-multipart callbacks that keep the ``files`` parts in memory and enforce ``max_files``."""
+
+    def __init__(self, max_files: int) -> None:
+        self.max_files = max_files
+        self.uploads: list[Upload] = []
+        self.ended = False
+        self._headers: dict[bytes, bytes] = {}
+        self._name = self._value = b""
+
+    def callbacks(self) -> dict:
+        names = ("part_begin", "part_data", "header_field", "header_value", "header_end", "headers_finished")
+        return {f"on_{n}": getattr(self, f"on_{n}") for n in (*names, "end")}
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._name.strip().lower()] = self._value
+        self._name = self._value = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition"))
+        name = options.get(b"name")
+        if name is None:
+            raise ApiError(400, "bad_multipart", "a part has no Content-Disposition header with a name")
+        if name != FIELD.encode():
+            shown = name.decode("utf-8", "replace")[:100]
+            detail = f"unexpected form field {shown!r}; images go in '{FIELD}'"
+            raise ApiError(400, "unexpected_field", detail)
+        if len(self.uploads) == self.max_files:
+            raise ApiError(413, "too_many_files", f"more than {self.max_files} files in one request")
+        self.uploads.append(Upload(clean_filename(options.get(b"filename"))))
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self.uploads[-1].data += data[start:end]
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
+def clean_filename(raw: bytes | None) -> str | None:
+    """The last component of a sent file name, without control characters, at most 255 characters."""
+    if raw is None:
+        return None
+    name = PurePosixPath(raw.decode("utf-8", "replace").replace("\\", "/")).name
+    return re.sub(r"[\x00-\x1f\x7f]", "", name)[:255]
+
+
+async def read_uploads(request: Request, max_upload_bytes: int, max_files: int) -> list[Upload]:
+    """The ``files`` parts of a multipart body, read as it streams in and refused past the limits."""
+    content_type, options = parse_options_header(request.headers.get("content-type"))
+    if content_type.lower() != b"multipart/form-data":
+        shown = content_type.decode("latin-1")[:100] or "none"
+        raise ApiError(
+            415, "unsupported_media_type", f"send images as multipart/form-data in '{FIELD}', not {shown}"
+        )
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "bad_multipart", "the multipart/form-data content type has no boundary")
+    too_large = ApiError(413, "upload_too_large", f"the request body is over {max_upload_bytes:,} bytes")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_upload_bytes:
+        raise too_large
+    form, received = _Form(max_files), 0
+    try:
+        parser = MultipartParser(boundary, form.callbacks())
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_upload_bytes:
+                raise too_large
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as e:
+        raise ApiError(400, "bad_multipart", f"malformed multipart body ({e})") from None
+    except ClientDisconnect:
+        raise ApiError(400, "bad_multipart", "the client disconnected during the upload") from None
+    if not form.ended:
+        raise ApiError(400, "bad_multipart", "the multipart body ends before its closing boundary")
+    if not form.uploads:
+        raise ApiError(400, "no_files", f"no file: send one or more images in the form field '{FIELD}'")
+    for i, upload in enumerate(form.uploads):
+        if not upload.data:
+            raise ApiError(400, "empty_file", f"{display_name(upload, i)}: the file is empty")
+    return form.uploads
+
+
+# -- decoding -----------------------------------------------------------------------------
+class _Bytes(io.BytesIO):
+    """Uploaded bytes that print as the file's name, so that decoding errors name the upload."""
+
+    def __init__(self, data: bytes | bytearray, shown: str) -> None:
+        super().__init__(data)
+        self.shown = shown
+
+    def __str__(self) -> str:
+        return self.shown
+
+
+def sniff_format(data: bytes | bytearray) -> str | None:
+    """The image format that ``data`` starts like (one of ``UPLOAD_FORMATS``), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC if data.startswith(magic)), None)
+
+
+def decode_upload(upload: Upload, shown: str, max_pixels: int | None, min_side: int | None) -> torch.Tensor:
+    """An uploaded image as a uint8 RGB tensor ``[3, H, W]``, decoded as ``read_image`` decodes files.
+
+    Only the formats of ``UPLOAD_FORMATS`` reach Pillow (sniffed from the first
+    bytes), so no other plugin ever parses client data.
+    """
+    if sniff_format(upload.data) is None:
+        raise ApiError(415, "not_an_image", f"{shown}: not a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+    source = _Bytes(upload.data, shown)
+    try:
+        with reading(source), _open(source, max_pixels) as image:
+            if image.format not in UPLOAD_FORMATS:
+                raise ApiError(415, "not_an_image", f"{shown}: {image.format} images are not accepted")
+            if min_side:
+                image.draft("RGB", (min_side, min_side))
+            image.load()  # first, so that a truncated file fails here and never reads as half an image
+            return pil_to_tensor(exif_orient(image))
+    except DataError as e:
+        raise ApiError(400, "corrupt_image", str(e)) from None
+
+
+def _open(source: _Bytes, max_pixels: int | None):
+    """``open_image``, with its pixel-limit refusal as a 413 (other failures reach ``reading``)."""
+    try:
+        return open_image(source, max_pixels)
+    except DataError as e:
+        raise ApiError(413, "image_too_large", str(e)) from None
+
+
+def display_name(upload: Upload, i: int) -> str:
+    """How errors name an upload: its file name, or its place in the request."""
+    return upload.filename or f"file {i + 1}"
