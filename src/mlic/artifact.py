@@ -41,6 +41,8 @@ class Artifact:
     """How scores become labels: ``policy`` (per-label, global, fixed, top-k) and its parameters."""
     training: dict = field(default_factory=dict)
     weights_sha256: str = ""
+    exports: dict = field(default_factory=dict)
+    """Exported copies of the model by format (``{"onnx": {"file", "sha256", ...}}``; see ``mlic.export``)."""
 
     def build_model(self) -> Classifier:
         """The network with the artifact's weights, in eval mode, on CPU."""
@@ -61,7 +63,7 @@ class Artifact:
         return model.eval()
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "schema": self.schema.to_dict(),
@@ -72,6 +74,9 @@ class Artifact:
             "weights": {"file": WEIGHTS_FILE, "sha256": self.weights_sha256},
             "training": self.training,
         }
+        if self.exports:  # absent when empty, so an artifact without exports reads as before
+            data["exports"] = self.exports
+        return data
 
     def decider(self) -> Decision:
         """The artifact's decision rule, ready to apply to label probabilities."""
@@ -152,6 +157,16 @@ def load_artifact(path: str | Path) -> Artifact:
             dict(data.get("decision") or {"policy": "per-label"}),
             data.get("training", {}),
             data.get("weights", {}).get("sha256", ""),
+            _exports(data.get("exports")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ArtifactError(f"{config_file}: missing or malformed field ({e!r})") from None
+
+
+def _exports(value: object) -> dict:
+    """The ``exports`` field: a dict of dicts by format (absent in artifacts written before exports)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError(f"exports must map formats to records, got {value!r}")
+    return dict(value)

@@ -120,6 +120,12 @@ class Predictor:
     an ``error`` record from ``predict``, so rows always match the inputs.
     ``predict_manifest`` (evaluation) always fails: figures over fewer images
     than the data holds would not compare with another model's.
+
+    ``runtime``: ``"torch"`` (default) runs the PyTorch network;
+    ``"onnx"`` runs the artifact's ``model.onnx`` (written by ``mlic export``)
+    with ONNX Runtime at its default thread settings, on the CPU provider, or
+    CUDA for a ``cuda`` device. Preprocessing, probabilities and decisions are
+    the same code either way.
     """
 
     def __init__(
@@ -131,13 +137,15 @@ class Predictor:
         num_workers: int = 0,
         bad_images: str = "fail",
         max_pixels: int | None = MAX_IMAGE_PIXELS,
+        runtime: str = "torch",
     ):
         self.artifact = artifact
         self.schema = artifact.schema
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.model = artifact.build_model().to(self.device)
+        self.runtime = runtime
+        self.model = _network(artifact, runtime, self.device)
         self.transform = build_transform(artifact.preprocessing, train=False)
         self.decoding = Decoding(decode_size(artifact.preprocessing), max_pixels, bad_images)
 
@@ -219,6 +227,20 @@ class Predictor:
             k = int(p[i].argmax())
             record["attributes"][a.name] = {"class": a.classes[k], "probability": float(p[i, k])}
         return record
+
+
+RUNTIMES = ("torch", "onnx")
+
+
+def _network(artifact: Artifact, runtime: str, device: torch.device):
+    """What turns a uint8 batch into logits: the PyTorch classifier, or the ONNX export under ORT."""
+    if runtime == "torch":
+        return artifact.build_model().to(device)
+    if runtime == "onnx":
+        from mlic.export import OnnxModel  # ONNX Runtime loads only when asked for
+
+        return OnnxModel(artifact, device=device)
+    raise ConfigError(f"unknown runtime {runtime!r}; expected one of {list(RUNTIMES)}")
 
 
 def _path(image: ImageInput) -> str | None:
