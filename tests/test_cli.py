@@ -221,3 +221,90 @@ def test_bad_images_skip_lists_them_and_fail_stops_naming_the_file(digit_files, 
     assert refused.exit_code == 2 and "broken.png: cannot decode image" in refused.stderr
     evaluated = runner.invoke(app, ["evaluate", str(artifact), str(folder / "tags.csv"), "--workers", "2"])
     assert evaluated.exit_code == 2 and evaluated.stderr.startswith(f"error: {broken}: cannot decode image")
+
+
+def test_serve_help_flags_and_bad_options(tiny_run, tmp_path, monkeypatch):
+    """``mlic serve`` hands its flags to uvicorn as limits; bad options fail cleanly without serving."""
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda server_app, **kw: served.append((server_app, kw)))
+    help_text = invoke("serve", "--help")
+    for flag in ("--host", "--port", "--max-upload-mb", "--max-files", "--max-image-pixels", "--runtime"):
+        assert flag in help_text
+    limit_flags = ["--max-upload-mb", "1.5", "--max-files", "2", "--max-image-pixels", "0"]
+    invoke("serve", tiny_run, "--port", "9001", *limit_flags)
+    server_app, kw = served[-1]
+    assert kw["host"] == "127.0.0.1" and kw["port"] == 9001
+    limits = server_app.state.service.limits
+    assert (limits.max_upload_bytes, limits.max_files, limits.max_image_pixels) == (1_572_864, 2, None)
+    invoke("serve", tiny_run)
+    assert served[-1][0].state.service.limits.max_image_pixels == 50_000_000
+    for args, message in [
+        ((tiny_run, "--port", "0"), "--port"),
+        ((tiny_run, "--max-files", "0"), "--max-files"),
+        ((tiny_run, "--port", "http"), "--port"),
+        ((tiny_run, "--max-upload-mb", "0"), "error: max_upload_bytes must be a positive integer"),
+        ((tiny_run, "--log-level", "loud"), "error: unknown log level 'loud'"),
+        ((tmp_path / "missing",), "error: "),
+    ]:
+        result = runner.invoke(app, ["serve", *map(str, args)])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(served) == 2
+
+
+# -- mlic export and --runtime onnx ----------------------------------------------------------------
+def exported_copy(tiny_run: Path, folder: Path) -> Path:
+    """A copy of the tiny artifact (the session's run stays without exports)."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_run / "artifact", folder / "artifact"))
+
+
+def test_export_onnx_then_predict_and_evaluate_with_the_onnx_runtime(tiny_run, digit_files, tmp_path):
+    artifact = exported_copy(tiny_run, tmp_path)
+    lines = invoke("export", artifact, "--format", "onnx").strip().splitlines()
+    assert lines[0] == str(artifact / "model.onnx") and (artifact / "model.onnx").is_file()
+    assert "max |onnxruntime - torch| logit difference" in lines[1] and "batch sizes 1, 5" in lines[1]
+    record = json.loads((artifact / "mlic.json").read_text())["exports"]["onnx"]
+    assert record["max_abs_diff"] <= 1e-4
+
+    images = digit_files["root"] / "images"
+    by_torch = [json.loads(line) for line in invoke("predict", artifact, images).splitlines()]
+    by_onnx = [
+        json.loads(line) for line in invoke("predict", artifact, images, "--runtime", "onnx").splitlines()
+    ]
+    assert len(by_onnx) == len(by_torch) == 48
+    for t, o in zip(by_torch, by_onnx):
+        assert (o["path"], o["labels"]) == (t["path"], t["labels"])
+        assert max(abs(o["scores"][k] - t["scores"][k]) for k in t["scores"]) <= 1e-4
+        assert {k: v["class"] for k, v in o["attributes"].items()} == {
+            k: v["class"] for k, v in t["attributes"].items()
+        }
+
+    data = digit_files["root"] / "data.jsonl"
+    torch_figures = json.loads(invoke("evaluate", artifact, data, "--json"))
+    onnx_figures = json.loads(invoke("evaluate", artifact, data, "--json", "--runtime", "onnx"))
+    assert onnx_figures["mAP"] == pytest.approx(torch_figures["mAP"], abs=1e-4)
+    assert onnx_figures["micro_f1"] == pytest.approx(torch_figures["micro_f1"], abs=1e-4)
+
+    as_json = json.loads(invoke("export", artifact, "--opset", "18", "--json"))
+    assert as_json["path"] == str(artifact / "model.onnx") and as_json["opset"] == 18
+
+
+def test_export_and_runtime_errors_are_one_line_messages(tiny_run, digit_files, tmp_path):
+    artifact = exported_copy(tiny_run, tmp_path)
+    image = digit_files["paths"][0]
+    for args, message in [
+        (("predict", artifact, image, "--runtime", "onnx"), "--format onnx` first"),
+        (("evaluate", artifact, "--runtime", "onnx"), "--format onnx` first"),
+        (("predict", artifact, image, "--runtime", "tvm"), "unknown runtime 'tvm'"),
+        (("export", artifact, "--format", "tflite"), "unknown export format 'tflite'"),
+        (("export", artifact, "--opset", "11"), "opset must be an integer >= 18"),
+        (("export", tmp_path / "missing"), "not an mlic artifact"),
+    ]:
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (artifact / "model.onnx").exists()

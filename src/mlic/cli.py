@@ -41,6 +41,10 @@ Separator = Annotated[str, typer.Option(help="Separator of the tags column in a 
 DropUnannotated = Annotated[
     bool, typer.Option(help="COCO: leave out images without annotations (default: all-negative).")
 ]
+RuntimeOption = Annotated[
+    str,
+    typer.Option(help="torch (the PyTorch model) or onnx (ARTIFACT/model.onnx, see mlic export)."),
+]
 
 
 def _run(fn, *args, **kwargs):
@@ -219,15 +223,16 @@ def evaluate(
     report: Annotated[Path | None, typer.Option(help="Write an HTML report into this folder.")] = None,
     batch_size: int = 64,
     workers: int = 0,
+    runtime: RuntimeOption = "torch",
 ) -> None:
     """Figures of a model on data: mAP, F1, Hamming loss, subset and attribute accuracy."""
     from mlic.evaluation import evaluate as evaluate_fn
     from mlic.evaluation import format_report
+    from mlic.predict import load
 
     options = _source_options(data, format, images_root, tag_separator, drop_unannotated)
-    figures = _run(
-        evaluate_fn, artifact, data, report=report, batch_size=batch_size, num_workers=workers, **options
-    )
+    predictor = _run(load, artifact, batch_size=batch_size, num_workers=workers, runtime=runtime)
+    figures = _run(evaluate_fn, predictor, data, report=report, **options)
     typer.echo(json.dumps(figures) if as_json else format_report(figures))
     if report is not None and not as_json:
         typer.echo(f"\nreport: {figures['report']}")
@@ -287,11 +292,12 @@ def predict(
     bad_images: Annotated[
         str, typer.Option(help="Unreadable files: skip (their line has an 'error' field) or fail.")
     ] = "skip",
+    runtime: RuntimeOption = "torch",
 ) -> None:
     """Print one JSON line per image: decided labels, scores and attribute classes."""
     from mlic.predict import find_images, load
 
-    predictor = _run(load, artifact, batch_size=batch_size, bad_images=bad_images)
+    predictor = _run(load, artifact, batch_size=batch_size, bad_images=bad_images, runtime=runtime)
     images = _run(find_images, paths)
     unreadable = 0
     for record in _run(predictor.predict, images, top_k=top_k, threshold=threshold):
@@ -299,6 +305,39 @@ def predict(
         unreadable += "error" in record
     if unreadable:
         typer.echo(f"warning: {unreadable} unreadable image(s); their lines hold the error", err=True)
+
+
+@app.command()
+def export(
+    artifact: Annotated[Path, typer.Argument(help="Artifact (or run) directory; the export goes into it.")],
+    format: Annotated[str, typer.Option(help="Export format: onnx.")] = "onnx",
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: torch's; at least 18).")] = None,
+    atol: Annotated[
+        float, typer.Option(help="Largest logit difference allowed between ONNX Runtime and PyTorch.")
+    ] = 1e-4,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Compare ONNX Runtime with PyTorch before writing.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the mlic.json record as JSON.")] = False,
+) -> None:
+    """Export the model (ONNX, dynamic batch, uint8 images in, logits out) and record it in mlic.json."""
+    from mlic.artifact import load_artifact
+    from mlic.export import export as export_fn
+
+    path = _run(export_fn, artifact, format, opset=opset, atol=atol, check=check)
+    record = {"path": str(path), **_run(load_artifact, path.parent).exports[format]}
+    if as_json:
+        typer.echo(json.dumps(record))
+        return
+    typer.echo(str(path))
+    if record["max_abs_diff"] is None:
+        typer.echo(f"opset {record['opset']}; not checked against PyTorch (--no-check)")
+    else:
+        sizes = ", ".join(map(str, record["check_batch_sizes"]))
+        typer.echo(
+            f"opset {record['opset']}; max |onnxruntime - torch| logit difference "
+            f"{record['max_abs_diff']:.2g} (tolerance {record['atol']:g}, batch sizes {sizes})"
+        )
 
 
 def parse_options(items: list[str]) -> dict:
@@ -344,6 +383,36 @@ def _pixel_limit(value: int | None, default: int | None) -> int | None:
 
 def _str(value: Path | None) -> str | None:
     return None if value is None else str(value)
+
+
+@app.command()
+def serve(
+    artifact: Annotated[Path, typer.Argument(help="Artifact (or run) directory.")],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 opens it to the network (no authentication).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[
+        float, typer.Option(help="Largest request body in MiB (all its files together); larger gets 413.")
+    ] = 32.0,
+    max_files: Annotated[int, typer.Option(min=1, help="Most images in one request.")] = 16,
+    max_image_pixels: Annotated[
+        int | None,
+        typer.Option(min=0, help="Refuse larger images unread (default 50,000,000; 0: only Pillow's limit)."),
+    ] = None,
+    runtime: Annotated[str, typer.Option(help="torch, or onnx (needs `mlic export` first).")] = "torch",
+    log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /schema and /health, a page at / and API docs at /docs."""
+    from mlic.serve import DEFAULT_MAX_IMAGE_PIXELS
+    from mlic.serve import serve as serve_fn
+
+    options = {"runtime": runtime} if runtime != "torch" else {}
+    _run(
+        serve_fn, artifact, host, port, log_level=log_level, max_upload_bytes=round(max_upload_mb * 2**20),
+        max_files=max_files, max_image_pixels=_pixel_limit(max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS),
+        **options,
+    )  # fmt: skip
 
 
 # -- mlic data: inspect and split -------------------------------------------------
