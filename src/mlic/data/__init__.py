@@ -18,7 +18,6 @@ __all__ = [
     "FORMATS",
     "LabelLists",
     "Manifest",
-    "describe",
     "detect_format",
     "load_data",
     "load_source",
@@ -51,6 +50,6 @@ def load_data(
     return manifest if schema is None else manifest.to_schema(schema)
 
 
-# after load_data: these modules use it
-from mlic.data.describe import describe  # noqa: E402
+# after load_data, which this module uses. (``describe`` stays in ``mlic.data.describe``: a
+# function of that name here would hide the module of the same name.)
 from mlic.data.split import stratified_split, write_splits  # noqa: E402
