@@ -1,0 +1,236 @@
+"""``train``: one run from options to artifact, through Lightning's Trainer, resumable."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
+
+from mlic.artifact import Artifact, save_artifact
+from mlic.data import DEMO
+from mlic.data.images import (
+    Decoding,
+    Preprocessing,
+    decode_size,
+    tidy_bad_images,
+    worker_error,
+)
+from mlic.errors import ConfigError, DataError
+from mlic.fileio import atomic_write_text
+from mlic.models import Classifier, ModelConfig, build_classifier
+from mlic.predict import Probabilities, probabilities
+from mlic.thresholds import choose_thresholds
+from mlic.training.config import (
+    TrainConfig,
+    is_demo,
+    loss_summary,
+    parse_devices,
+    read_run_config,
+    resolve_precision,
+    resolve_preprocessing,
+    uses_cuda,
+)
+from mlic.training.datamodule import DataModule, default_workers, image_cache, load_splits
+from mlic.training.module import MultiLabelModule, build_loss, validation_figures
+
+BAD_IMAGES_FILE = "bad_images.txt"
+"""In the run directory: the images skipped as unreadable, one ``path<TAB>reason`` per line."""
+
+
+QUIET_WARNINGS = (  # library notices that say nothing to an mlic user
+    r".*isinstance\(treespec, LeafSpec\).*",
+    r".*is not supported by the model summary.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*dataloader yielded None.*",  # a batch of unreadable images only, skipped; mlic counts them
+    r".*lr_scheduler.step\(\)` before `optimizer.step\(\)`.*",  # the same skipped batch, first
+    r".*torch.distributed.nn.functional.all_gather is deprecated.*",  # inside Lightning's all_gather
+)
+
+
+def csv_logger(run_dir: Path, resumed: bool) -> CSVLogger:
+    """Per-epoch metrics in ``logs/metrics.csv``; a resumed run writes ``logs/resume-N/``.
+
+    Lightning's CSV logger replaces the file of an existing version, so a
+    resumed run gets a version of its own and the earlier epochs stay on disk.
+    """
+    version = ""
+    if resumed:
+        n = 1
+        while (run_dir / "logs" / f"resume-{n}").exists():
+            n += 1
+        version = f"resume-{n}"
+    return CSVLogger(run_dir, name="logs", version=version)
+
+
+def default_run_dir() -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = Path("runs") / stamp, 1
+    while path.exists():
+        n += 1
+        path = Path("runs") / f"{stamp}-{n}"
+    return path
+
+
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, **options: object) -> Path:
+    """Train a model and return the path of its artifact.
+
+    ``config`` or keyword ``options`` (the fields of ``TrainConfig``) set the
+    run; ``resume`` continues the run directory of an interrupted ``train``
+    from its last checkpoint (``options`` may raise ``max_epochs``).
+    """
+    if config is not None and (options or resume is not None):
+        raise ConfigError("pass either a TrainConfig, or keyword options, or resume= with options")
+    if resume is not None:
+        run_dir = Path(resume)
+        config = TrainConfig.from_dict({**asdict(read_run_config(run_dir)), **options})
+    else:
+        config = config or TrainConfig.from_dict(options)
+        run_dir = Path(config.out) if config.out else default_run_dir()
+    config.out = str(run_dir)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    train_set, val_set = load_splits(config)
+    preprocessing = resolve_preprocessing(config)
+    model = build_classifier(
+        train_set.schema,
+        ModelConfig(backbone=config.backbone, head=config.head, head_kwargs=dict(config.head_options)),
+        pretrained=config.pretrained,
+        weights=config.weights,
+        mean=preprocessing.mean,
+        std=preprocessing.std,
+    )
+    loss = build_loss(config, train_set)
+    module = MultiLabelModule(
+        model,
+        loss,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        channels_last=config.channels_last,
+        compile=config.compile,
+    )
+    workers = config.num_workers if config.num_workers is not None else default_workers(train_set)
+    augment = config.augment or ("shift" if is_demo(config) else "light")
+    bad_log = run_dir / BAD_IMAGES_FILE
+    decoding = Decoding(decode_size(preprocessing), config.max_image_pixels, config.bad_images,
+                        str(bad_log) if config.bad_images == "skip" else None)  # fmt: skip
+    data = DataModule(
+        train_set, val_set, preprocessing, batch_size=config.batch_size, num_workers=workers, augment=augment,
+        decoding=decoding, cache=image_cache(config, train_set, preprocessing, workers),
+        pin_memory=uses_cuda(config), seed=config.seed,
+    )  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        bad_log.unlink(missing_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val/loss",
+        mode="min",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs,
+        accelerator=config.accelerator,
+        devices=parse_devices(config.devices),
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        use_distributed_sampler=False,  # DataModule shards; validation without Lightning's padding
+        precision=resolve_precision(config),
+        callbacks=[checkpoint],
+        logger=csv_logger(run_dir, resumed=resume is not None),
+        deterministic=config.deterministic,
+        enable_progress_bar=config.progress,
+        enable_model_summary=config.progress,
+        log_every_n_steps=max(1, min(10, len(train_set) // config.batch_size)),
+        num_sanity_val_steps=0,
+    )
+    started = time.perf_counter()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        resume_from = str(last) if resume is not None and last.exists() else None
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        except DataError as e:
+            raise worker_error(e) from None
+    seconds = time.perf_counter() - started
+    if trainer.global_rank != 0:
+        return run_dir / "artifact"
+    best_path = run_dir / "checkpoints" / "best.ckpt"
+    if best_path.is_file():
+        best = torch.load(best_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(best["state_dict"])
+    artifact = finish(module.model, preprocessing, data, run_dir / "artifact", config, trainer, seconds)
+    if artifact.training["bad_images"]:
+        n = artifact.training["bad_images"]
+        warnings.warn(f"{n} unreadable image(s) were skipped; they are listed in {bad_log}", stacklevel=2)
+    return artifact.path
+
+
+def is_global_zero() -> bool:
+    """Whether this is the first process of a (possibly distributed) run, the one that writes and prints."""
+    return rank_zero_only.rank == 0
+
+
+def finish(
+    model: Classifier,
+    preprocessing: Preprocessing,
+    data: DataModule,
+    path: Path,
+    config: TrainConfig,
+    trainer: L.Trainer,
+    seconds: float,
+) -> Artifact:
+    """Choose per-label thresholds on validation and write the artifact."""
+    model = model.to(memory_format=torch.contiguous_format).cpu().eval()
+    probs, labels, attributes = predict_loader(model, data.val_dataloader(whole=True))
+    decision = choose_thresholds(labels, probs.labels, "per-label")
+    figures = validation_figures(model.schema.attribute_names, probs, labels, attributes)
+    summary = {
+        "data": config.data or DEMO,
+        "train_images": len(data.train_manifest),
+        "val_images": len(data.val_manifest),
+        "epochs": trainer.current_epoch,
+        "seconds": round(seconds, 1),
+        "precision": str(trainer.precision),
+        "loss": loss_summary(config),
+        "validation": {k: round(float(v), 6) for k, v in figures.items()},
+        "bad_images": len(tidy_bad_images(data.decoding.bad_log)) if data.decoding.bad_log else 0,
+        "config": asdict(config),
+    }
+    return save_artifact(path, model, preprocessing, decision, training=summary)
+
+
+@torch.inference_mode()
+def predict_loader(model: Classifier, loader: DataLoader) -> tuple[Probabilities, np.ndarray, np.ndarray]:
+    logits, labels, attributes = [], [], []
+    try:
+        for batch in loader:
+            if batch is None:  # every image of the batch was unreadable and skipped
+                continue
+            images, y, a = batch
+            logits.append(model(images).float())
+            labels.append(y)
+            attributes.append(a)
+    except DataError as e:
+        raise worker_error(e) from None
+    if not logits:
+        raise DataError("no validation image could be decoded")
+    return (
+        probabilities(model.schema, torch.cat(logits)),
+        torch.cat(labels).numpy(),
+        torch.cat(attributes).numpy(),
+    )
