@@ -45,7 +45,7 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "selective": ("unknown", {"missing": "selective"}),
     "negative": ("unknown", {"missing": "negative"}),
 }
-DEFAULT_SETTINGS = ("bce", "asl", "hill", "splc", "ignore", "selective")
+DEFAULT_SETTINGS = ("bce", "asl", "hill", "splc", "ignore")
 RATES = (0.0, 0.3, 0.5, 0.7)
 REFERENCE = ("bce", 0.0)
 
