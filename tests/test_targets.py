@@ -112,3 +112,15 @@ def test_loss_statistics_from_lists_equal_those_from_the_matrix():
     lists = LabelLists.from_dense(dense)
     np.testing.assert_array_equal(auto_pos_weight(lists, 10.0), auto_pos_weight(dense, 10.0))
     np.testing.assert_array_equal(label_priors(lists), label_priors(dense))
+
+
+@settings(max_examples=100, deadline=None)
+@given(DENSE, st.randoms(use_true_random=False))
+def test_from_entries_in_any_order_and_select_equal_the_matrix(dense, random):
+    rows, cols = np.nonzero(dense != 0)
+    order = list(range(len(rows)))
+    random.shuffle(order)
+    lists = LabelLists.from_entries(rows[order], cols[order], dense[rows, cols][order], *dense.shape)
+    np.testing.assert_array_equal(lists.dense(), dense)
+    positives = lists.select(lists.values == 1, fill=0).dense()
+    np.testing.assert_array_equal(positives, (dense == 1).astype(np.int8))

@@ -35,7 +35,7 @@ from PIL import Image
 
 from mlic.data import load_data
 from mlic.data.manifest import Manifest
-from mlic.data.targets import LabelLists
+from mlic.data.targets import LabelLists, entry_rows
 from mlic.errors import ConfigError
 from mlic.fileio import sha256_file
 from mlic.schema import UNKNOWN
@@ -105,11 +105,7 @@ def describe_data(data: str, *, source_options: dict | None = None, **options: o
 # -- labels -----------------------------------------------------------------------
 def positive_lists(lists: LabelLists) -> LabelLists:
     """Each image's positive labels only (unknowns and verified negatives dropped)."""
-    keep = lists.values == 1
-    rows = np.repeat(np.arange(len(lists)), np.diff(lists.indptr))[keep]
-    indptr = np.zeros(len(lists) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=len(lists)), out=indptr[1:])
-    return LabelLists(lists.n_labels, indptr, lists.indices[keep], lists.values[keep], 0)
+    return lists.select(lists.values == 1, fill=0)
 
 
 def imbalance(positive: np.ndarray, names: tuple[str, ...], max_listed: int = 100) -> dict:
@@ -230,7 +226,7 @@ def _pair_codes(positives: LabelLists, start: int, stop: int) -> np.ndarray:
 def _unknown_figures(lists: LabelLists, unknown: np.ndarray, attributes: np.ndarray) -> dict:
     """Shares of unknown label and attribute targets, and how many images have any."""
     n, n_labels = lists.shape
-    rows = np.repeat(np.arange(n), np.diff(lists.indptr))
+    rows = entry_rows(lists.indptr)
     if lists.fill == UNKNOWN:  # an image lists its known targets; fewer than all means some are unknown
         label_unknown = np.bincount(rows, minlength=n) < n_labels
     else:

@@ -156,7 +156,8 @@ def read_coco(
     counts = np.bincount(cols[lut[cols] < 0], minlength=len(names))
     dropped = Counter({names[c]: int(k) for c, k in enumerate(counts) if k})
     ok = lut[cols] >= 0
-    labels = _positive_lists(new_row[rows[ok]], lut[cols[ok]], len(keep), schema.n_labels)
+    rows, cols = new_row[rows[ok]], lut[cols[ok]]
+    labels = LabelLists.from_entries(rows, cols, np.ones(len(rows), np.int8), len(keep), schema.n_labels)
     paths = [src.image(None, f"images[{i}].file_name", files[i]) for i in keep]
     n_unannotated = int((~annotated).sum())
     meta = {"images_root": src.root, "unannotated": n_unannotated, "drop_unannotated": drop_unannotated}
@@ -295,15 +296,6 @@ def _coco_images_root(json_path: Path, first: str) -> str:
         if (c / first).is_file():
             return os.path.abspath(c)
     return os.path.abspath(folder)
-
-
-def _positive_lists(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_labels: int) -> LabelLists:
-    """Label lists of distinct (row, label) positives, sorted by row then label."""
-    order = np.lexsort((cols, rows))
-    rows, cols = rows[order], cols[order]
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return LabelLists(n_labels, indptr, cols, np.ones(len(cols), dtype=np.int8))
 
 
 # -- Pascal VOC -------------------------------------------------------------------

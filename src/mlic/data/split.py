@@ -37,6 +37,7 @@ from PIL import Image
 
 from mlic.data import load_data
 from mlic.data.manifest import Manifest
+from mlic.data.targets import entry_rows, row_pointers
 from mlic.errors import ConfigError, DataError
 from mlic.fileio import atomic_open, atomic_write_bytes, atomic_write_text
 from mlic.schema import UNKNOWN
@@ -132,7 +133,7 @@ def stratification_columns(manifest: Manifest, order: np.ndarray) -> tuple[np.nd
     label and attribute targets have no column (they are not positives).
     """
     lists, n = manifest.label_lists, len(manifest)
-    entry_row = np.repeat(np.arange(n), np.diff(lists.indptr))
+    entry_row = entry_rows(lists.indptr)
     positive = lists.values == 1
     rows, cols = [entry_row[positive]], [lists.indices[positive].astype(np.int64)]
     offset = manifest.schema.n_labels
@@ -146,9 +147,7 @@ def stratification_columns(manifest: Manifest, order: np.ndarray) -> tuple[np.nd
     position[order] = np.arange(n)
     row, col = position[np.concatenate(rows)], np.concatenate(cols)
     sort = np.lexsort((col, row))
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row, minlength=n), out=indptr[1:])
-    return indptr, col[sort], offset
+    return row_pointers(row, n), col[sort], offset
 
 
 def iterative_stratification(
@@ -165,11 +164,9 @@ def iterative_stratification(
     given order, so shuffle them first.
     """
     n = len(indptr) - 1
-    entry_row = np.repeat(np.arange(n), np.diff(indptr))
     by_column = np.argsort(columns, kind="stable")
-    column_rows = entry_row[by_column]
-    column_ptr = np.zeros(n_columns + 1, dtype=np.int64)
-    np.cumsum(np.bincount(columns, minlength=n_columns), out=column_ptr[1:])
+    column_rows = entry_rows(indptr)[by_column]
+    column_ptr = row_pointers(columns, n_columns)  # the same entries seen by column
     left = np.diff(column_ptr)
     wanted = np.outer(ratios, left)  # [k, columns]: positives each split still wants
     size_wanted = (ratios * n).tolist()  # rows each split still wants

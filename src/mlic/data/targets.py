@@ -25,6 +25,18 @@ from mlic.schema import UNKNOWN
 HIDDEN_AS = ("unknown", "negative")
 
 
+def entry_rows(indptr: np.ndarray) -> np.ndarray:
+    """The row of each entry of a compressed-row structure with row pointers ``indptr``."""
+    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+
+
+def row_pointers(rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """Row pointers ``[n_rows + 1]`` for entries stored in row order, from each entry's row."""
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    return indptr
+
+
 @dataclass(frozen=True, eq=False)
 class LabelLists:
     """Label targets ``[N, n_labels]`` in {1, 0, -1} as per-image lists of the entries that are not ``fill``.
@@ -67,10 +79,22 @@ class LabelLists:
         if targets.size and (targets.min() < UNKNOWN or targets.max() > 1):
             raise SchemaError("label targets must be 1 (present), 0 (absent) or -1 (unknown)")
         fill = UNKNOWN if (targets == UNKNOWN).sum() > (targets == 0).sum() else 0
-        rows, cols = np.nonzero(targets != fill)
-        indptr = np.zeros(len(targets) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=len(targets)), out=indptr[1:])
-        return cls(targets.shape[1], indptr, cols, targets[rows, cols], fill)
+        rows, cols = np.nonzero(targets != fill)  # in row order
+        return cls(targets.shape[1], row_pointers(rows, len(targets)), cols, targets[rows, cols], fill)
+
+    @classmethod
+    def from_entries(
+        cls,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        values: np.ndarray,
+        n_rows: int,
+        n_labels: int,
+        fill: int = 0,
+    ) -> LabelLists:
+        """Lists from distinct (row, label, value) entries in any order."""
+        order = np.lexsort((labels, rows))
+        return cls(n_labels, row_pointers(rows[order], n_rows), labels[order], values[order], fill)
 
     @classmethod
     def from_lists(
@@ -125,8 +149,18 @@ class LabelLists:
         """The int8 matrix of ``rows`` (all images by default)."""
         lists = self if rows is None else self.take(rows)
         out = np.full(lists.shape, lists.fill, dtype=np.int8)
-        out[np.repeat(np.arange(len(lists)), np.diff(lists.indptr)), lists.indices] = lists.values
+        out[entry_rows(lists.indptr), lists.indices] = lists.values
         return out
+
+    def select(
+        self, keep: np.ndarray, values: np.ndarray | None = None, fill: int | None = None
+    ) -> LabelLists:
+        """The lists with only the entries where ``keep``; ``values`` / ``fill`` replace this one's."""
+        values = self.values if values is None else values
+        indptr = row_pointers(entry_rows(self.indptr)[keep], len(self))
+        return LabelLists(
+            self.n_labels, indptr, self.indices[keep], values[keep], self.fill if fill is None else fill
+        )
 
     def take(self, rows: Sequence[int] | np.ndarray) -> LabelLists:
         """The lists of ``rows``, in that order."""
@@ -164,8 +198,4 @@ class LabelLists:
         hide = np.random.default_rng(seed).choice(positives, size=n_hide, replace=False)
         values = self.values.copy()
         values[hide] = UNKNOWN if hidden_as == "unknown" else 0
-        keep = values != self.fill
-        row_of_entry = np.repeat(np.arange(len(self)), np.diff(self.indptr))
-        indptr = np.zeros(len(self) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(row_of_entry[keep], minlength=len(self)), out=indptr[1:])
-        return LabelLists(self.n_labels, indptr, self.indices[keep], values[keep], self.fill)
+        return self.select(values != self.fill, values)
