@@ -81,6 +81,13 @@ def test_errors_are_one_line_messages_with_exit_code_2(tmp_path):
         app, ["train", "--backbone", "resnet_5O", "--no-progress", "--out", str(tmp_path / "r")]
     )
     assert result.exit_code == 2 and "unknown backbone" in result.stderr
+    small = ["--demo-train", "64", "--demo-val", "16", "--no-progress"]
+    refused = [("--strategy", "bogus", "strategy='bogus'"), ("--num-nodes", "0", "num_nodes"),
+               ("--precision", "bf17", "Precision 'bf17'")]  # fmt: skip
+    for option, value, named in refused:
+        result = runner.invoke(app, ["train", option, value, *small, "--out", str(tmp_path / option)])
+        assert result.exit_code == 2 and result.stderr.startswith("error: Lightning refused"), option
+        assert named in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -140,7 +141,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         save_last=True,
         enable_version_counter=False,
     )
-    trainer = L.Trainer(
+    trainer = make_trainer(
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
         devices=parse_devices(config.devices),
@@ -178,6 +179,14 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         n = artifact.training["bad_images"]
         warnings.warn(f"{n} unreadable image(s) were skipped; they are listed in {bad_log}", stacklevel=2)
     return artifact.path
+
+
+def make_trainer(**options: object) -> L.Trainer:
+    """Lightning's Trainer; a setting it refuses (strategy, accelerator, precision) is a ``ConfigError``."""
+    try:
+        return L.Trainer(**options)
+    except (ValueError, MisconfigurationException) as e:
+        raise ConfigError(f"Lightning refused the training settings: {e}") from None
 
 
 def is_global_zero() -> bool:
