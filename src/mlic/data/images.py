@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import v2
 
@@ -155,6 +155,8 @@ def reading(path: str | Path) -> Iterator[None]:
         raise DataError(f"{path}: no such file") from None
     except DataError:
         raise
+    except UnidentifiedImageError:  # Pillow's message repeats the path, or shows a stream's repr
+        raise DataError(f"{path}: cannot decode image (not a format Pillow can identify)") from None
     except _DECODE_ERRORS as e:
         raise DataError(f"{path}: cannot decode image ({e})") from None
 
