@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,22 @@ def digit_files(tmp_path_factory) -> dict:
 def label_matrix(records: list[dict], labels: tuple[str, ...]) -> np.ndarray:
     """Decided labels of predict records as a 0/1 matrix."""
     return np.array([[name in r["labels"] for name in labels] for r in records], dtype=np.int8)
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture
+def chromium():
+    """Debian's headless Chromium driven by Playwright's Python package; skipped where either is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright")
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

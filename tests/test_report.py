@@ -25,14 +25,6 @@ HOSTILE = LabelSchema(
     ("<script>alert(1)</script>", 'say "hi"', "x & y", "$\\alpha$", "50% $", "a_b^c{", "</td></tr>"),
     (Attribute("<img src=x onerror=alert(1)>", ("<b>", "</table>")),),
 )
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def inputs(schema: LabelSchema, n: int = 60, seed: int = 0, files: Path | None = None) -> dict:
@@ -282,41 +274,30 @@ def test_ten_thousand_labels_stay_small_and_fast(tmp_path):
     assert len(list((tmp_path / "r" / "img").iterdir())) == 4 + 8  # curves, frequency, heatmap, thumbnails
 
 
-def test_page_in_headless_chromium(report, tmp_path):
+def test_page_in_headless_chromium(report, tmp_path, chromium):
     """Every image loads, nothing leaves file://, and the table sorts by a numeric column both ways."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
     requests, errors = [], []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("request", lambda r: requests.append(r.url))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(report["path"].as_uri(), wait_until="load")
-            images = page.evaluate(
-                "Array.from(document.images, (i) => [i.getAttribute('src'), i.naturalWidth])"
-            )
-            column = list(("label", *COLUMNS)).index("AP")
-            read_column = f"rows => rows.map(r => r.cells[{column}].textContent)"
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(report["path"].as_uri(), wait_until="load")
+    images = page.evaluate("Array.from(document.images, (i) => [i.getAttribute('src'), i.naturalWidth])")
+    column = list(("label", *COLUMNS)).index("AP")
+    read_column = f"rows => rows.map(r => r.cells[{column}].textContent)"
 
-            def ap_column() -> list[float]:
-                cells = page.eval_on_selector_all("#label-table tbody tr", read_column)
-                return [float("nan") if c == "–" else float(c) for c in cells]
+    def ap_column() -> list[float]:
+        cells = page.eval_on_selector_all("#label-table tbody tr", read_column)
+        return [float("nan") if c == "–" else float(c) for c in cells]
 
-            page.click("#label-table th:text-is('AP')")
-            ascending = ap_column()
-            page.click("#label-table th:text-is('AP')")
-            descending = ap_column()
-            sort_state = page.get_attribute("#label-table th:text-is('AP')", "aria-sort")
-            page.fill("#label-filter", "label_2")
-            visible = page.eval_on_selector_all("#label-table tbody tr:not([hidden])", "rows => rows.length")
-            page.fill("#label-filter", "")
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        finally:
-            browser.close()
+    page.click("#label-table th:text-is('AP')")
+    ascending = ap_column()
+    page.click("#label-table th:text-is('AP')")
+    descending = ap_column()
+    sort_state = page.get_attribute("#label-table th:text-is('AP')", "aria-sort")
+    page.fill("#label-filter", "label_2")
+    visible = page.eval_on_selector_all("#label-table tbody tr:not([hidden])", "rows => rows.length")
+    page.fill("#label-filter", "")
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert len(images) >= 16 and all(width > 0 for _, width in images), images
     assert all(url.startswith("file://") for url in requests), requests
     assert not errors

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import socket
 import threading
 import time
@@ -26,8 +25,6 @@ from mlic.serve_page import PAGE
 
 MAX_FILES = 4
 MAX_BYTES = 200_000
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -315,12 +312,8 @@ def test_concurrent_requests_get_their_own_answers(live, predictor, digit_files)
         assert got["scores"] == pytest.approx(want["scores"], abs=1e-6)  # batch of 1 either way
 
 
-def test_page_in_headless_chromium(live, digit_files, tmp_path):
+def test_page_in_headless_chromium(live, digit_files, tmp_path, chromium):
     """Upload a MultiDigits image through the file input; the page shows what the API decides."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
 
     def api(path: Path, **params) -> dict:
         return httpx.post(f"{live}/predict", params=params, files=upload(path), timeout=60).json()
@@ -330,28 +323,23 @@ def test_page_in_headless_chromium(live, digit_files, tmp_path):
     image = next((p for p in paths if api(p)["predictions"][0]["labels"]), paths[0])
     own, top2 = api(image)["predictions"][0], api(image, top_k=2)["predictions"][0]
     requests, errors = [], []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("request", lambda r: requests.append(r.url))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{live}/", wait_until="load")
-            page.wait_for_function("document.getElementById('meta').textContent.includes('10 labels')")
-            page.set_input_files("#file", str(image))
-            page.wait_for_selector("#results[data-done='1']")
-            shown = read_card(page)
-            page.fill("#top-k", "2")
-            page.press("#top-k", "Enter")
-            page.wait_for_selector("#results[data-done='2']")
-            shown_top2 = read_card(page)
-            page.fill("#threshold", "1.5")  # clears top k; the server refuses it and the page says so
-            page.press("#threshold", "Enter")
-            page.wait_for_selector("#results[data-done='3']")
-            error = page.text_content("#error") if page.is_visible("#error") else None
-            page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
-        finally:
-            browser.close()
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live}/", wait_until="load")
+    page.wait_for_function("document.getElementById('meta').textContent.includes('10 labels')")
+    page.set_input_files("#file", str(image))
+    page.wait_for_selector("#results[data-done='1']")
+    shown = read_card(page)
+    page.fill("#top-k", "2")
+    page.press("#top-k", "Enter")
+    page.wait_for_selector("#results[data-done='2']")
+    shown_top2 = read_card(page)
+    page.fill("#threshold", "1.5")  # clears top k; the server refuses it and the page says so
+    page.press("#threshold", "Enter")
+    page.wait_for_selector("#results[data-done='3']")
+    error = page.text_content("#error") if page.is_visible("#error") else None
+    page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
     assert not errors, errors
     assert all(url.startswith((live, "blob:", "data:")) for url in requests), requests
     assert_card(shown, own, marks=10)
