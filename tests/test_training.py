@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import TINY
 from mlic.artifact import load_artifact
@@ -224,3 +231,70 @@ def test_compiled_training_saves_the_plain_models_weights(tmp_path):
     model = artifact.build_model()
     assert not any("_orig_mod" in name for name in model.state_dict())
     assert artifact.training["config"]["compile"] is True
+
+
+def write_png_split(root: Path, split: str, n: int) -> Path:
+    """``n`` MultiDigits canvases of ``split`` as PNG files, listed in ``root/<split>.csv``."""
+    m = multidigits(split, n, seed=0)
+    (root / split).mkdir()
+    lines = ["path,tags"]
+    for i, pixels in enumerate(m.pixels):
+        Image.fromarray(pixels).save(root / split / f"{i}.png")
+        lines.append(f"{split}/{i}.png,{' '.join(m.schema.decode(m.labels[i], m.attributes[i])['labels'])}")
+    (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return root / f"{split}.csv"
+
+
+def wait_for_write(process: subprocess.Popen, path: Path) -> None:
+    """Return once ``process`` has (re)written ``path``, or has ended."""
+    before = path.stat().st_mtime_ns if path.exists() else None
+    while process.poll() is None and (path.stat().st_mtime_ns if path.exists() else None) == before:
+        time.sleep(0.005)
+
+
+def run_until_killed(command: list[str], last: Path, delay: float) -> bool:
+    """Start ``command``, SIGKILL it ``delay`` s after it next writes ``last``; whether it still ran."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_write(process, last)
+        time.sleep(delay)
+        return process.poll() is None
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
+    """``mlic train`` killed twice at random steps and resumed each time ends with the uninterrupted model.
+
+    Real processes, images from files through two loader workers, checkpoints every 2 steps.
+    The kills land 10-60% into the training time left (seeded), mid-epoch or between epochs,
+    at times while a checkpoint is being written: the result must be exact wherever they land.
+    """
+    train_csv, val_csv = write_png_split(tmp_path, "train", 192), write_png_split(tmp_path, "val", 48)
+    mlic = [sys.executable, "-m", "mlic", "train"]
+    options = ["--data", str(train_csv), "--val", str(val_csv), "--image-size", "32", "--batch-size", "16",
+               "--max-epochs", "3", "--workers", "2", "--checkpoint-steps", "2", "--deterministic",
+               "--no-progress"]  # fmt: skip
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    process = subprocess.Popen([*mlic, *options, "--out", str(whole)], stderr=subprocess.PIPE)
+    wait_for_write(process, whole / "checkpoints" / "last.ckpt")
+    started = time.monotonic()
+    assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
+    training = time.monotonic() - started  # from the first checkpoint to the end
+
+    rng, last = random.Random(8), killed / "checkpoints" / "last.ckpt"
+    resume = [*mlic, "--resume", str(killed), "--no-progress"]
+    assert run_until_killed([*mlic, *options, "--out", str(killed)], last, rng.uniform(0.1, 0.6) * training)
+    assert not (killed / "artifact").exists()
+    assert run_until_killed(resume, last, rng.uniform(0.1, 0.3) * training)
+    assert not (killed / "artifact").exists()
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    a, b = load_artifact(whole / "artifact"), load_artifact(killed / "artifact")
+    assert b.weights_sha256 == a.weights_sha256  # bit for bit the same model
+    assert np.array_equal(b.thresholds, a.thresholds)
+    assert b.training["validation"] == a.training["validation"] and b.training["epochs"] == 3
+    assert (killed / "logs" / "resume-2" / "metrics.csv").is_file()

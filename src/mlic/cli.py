@@ -148,10 +148,23 @@ def train(
     ] = None,
     demo_train: Annotated[int, typer.Option(help="MultiDigits training canvases.")] = 10_000,
     demo_val: Annotated[int, typer.Option(help="MultiDigits validation canvases.")] = 1_000,
-    deterministic: bool = False,
+    checkpoint_steps: Annotated[
+        int, typer.Option(help="Also checkpoint every N steps within an epoch (0: by --checkpoint-minutes).")
+    ] = 0,
+    checkpoint_minutes: Annotated[
+        float, typer.Option(help="Also checkpoint every M minutes within an epoch (0: at epoch ends only).")
+    ] = 10.0,
+    deterministic: Annotated[
+        bool, typer.Option(help="Deterministic algorithms only: the same seed gives the same weights.")
+    ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Train a model; prints the path of the artifact it writes."""
+    """Train a model; prints the path of the artifact it writes.
+
+    A run killed at any point continues with ``--resume RUN`` from its last
+    checkpoint; with ``--deterministic`` it then ends with the weights an
+    uninterrupted run would have.
+    """
     from mlic.training import TrainConfig, is_global_zero
     from mlic.training import train as train_fn
 
@@ -203,6 +216,8 @@ def train(
             max_image_pixels=_pixel_limit(max_image_pixels, TrainConfig.max_image_pixels),
             demo_train=demo_train,
             demo_val=demo_val,
+            checkpoint_steps=checkpoint_steps,
+            checkpoint_minutes=checkpoint_minutes,
             deterministic=deterministic,
             progress=progress,
         )

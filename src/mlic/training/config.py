@@ -87,6 +87,10 @@ class TrainConfig:
     """Images with more pixels are refused unread (a decompression-bomb guard); None: no limit."""
     demo_train: int = 10_000
     demo_val: int = 1_000
+    checkpoint_steps: int = 0
+    """Also write ``checkpoints/last.ckpt`` every this many steps within an epoch (0: by time instead)."""
+    checkpoint_minutes: float = 10.0
+    """Also write ``checkpoints/last.ckpt`` when this much time has passed within an epoch (0: never)."""
     deterministic: bool = False
     progress: bool = True
 

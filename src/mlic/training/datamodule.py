@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mlic.data import DEMO, Manifest, load_data
 from mlic.data.images import (
@@ -52,44 +56,135 @@ class DataModule(L.LightningDataModule):
         self.train_transform = build_transform(preprocessing, train=True, augment=augment)
         self.eval_transform = build_transform(preprocessing, train=False)
 
-    def _loader(
-        self,
-        manifest: Manifest,
-        transform,
-        shuffle: bool,
-        cache: ImageCache | None = None,
-        whole: bool = False,
-    ) -> DataLoader:
-        dataset = ImageDataset(manifest, transform, decoding=self.decoding, cache=cache)
-        sampler = None if whole else self._sampler(dataset, shuffle)
-        return DataLoader(
-            dataset,
-            collate_fn=dataset.collate,
-            batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            drop_last=shuffle and len(manifest) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
-
-    def _sampler(self, dataset: ImageDataset, shuffle: bool) -> Sampler | None:
-        """This process's share under DDP: a shuffled shard for training, a contiguous one otherwise."""
+    def train_dataloader(self) -> TrainLoader:
+        """This process's shuffled share of the training images, resumable mid-epoch."""
         trainer = self.trainer
-        if trainer is None or trainer.world_size == 1:
-            return None
-        world, rank = trainer.world_size, trainer.global_rank
-        if shuffle:
-            return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-        return ShardSampler(len(dataset), world, rank)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_manifest, self.train_transform, shuffle=True, cache=self.cache)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        images = ImageDataset(
+            self.train_manifest, self.train_transform, decoding=self.decoding, cache=self.cache
+        )
+        return TrainLoader(
+            SeededSamples(images, self.seed),
+            sampler=TrainSampler(len(images), self.seed, world=world, rank=rank),
+            drop_last=len(self.train_manifest) > self.batch_size,
+            **self._loader_options(images),
+        )
 
     def val_dataloader(self, whole: bool = False) -> DataLoader:
         """This process's share of the validation images; all of them with ``whole`` (for thresholds)."""
-        return self._loader(self.val_manifest, self.eval_transform, shuffle=False, whole=whole)
+        images = ImageDataset(self.val_manifest, self.eval_transform, decoding=self.decoding)
+        trainer = self.trainer
+        sampler = None
+        if not whole and trainer is not None and trainer.world_size > 1:
+            sampler = ShardSampler(len(images), trainer.world_size, trainer.global_rank)
+        return DataLoader(images, sampler=sampler, **self._loader_options(images))
+
+    def _loader_options(self, images: ImageDataset) -> dict[str, Any]:
+        return {
+            "collate_fn": images.collate,
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": self.pin_memory,
+            # worker seeds from a generator of their own: loaders never draw from the global one
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
+
+
+class TrainSampler(Sampler[tuple[int, int]]):
+    """Process ``rank``'s share of a shuffled epoch, as ``(epoch, index)`` keys, a function of the seed only.
+
+    The order of epoch ``e`` comes from ``seed + e`` (as in torch's
+    ``DistributedSampler``: shuffled, padded to a multiple of ``world``, every
+    ``world``-th sample), never from a global generator, so a resumed run
+    sees the order an uninterrupted one would. ``skip`` leaves out the first
+    samples of the next iteration: those a resumed epoch has already trained on.
+    """
+
+    def __init__(self, n: int, seed: int, *, world: int = 1, rank: int = 0) -> None:
+        self.n, self.seed, self.world, self.rank = n, seed, world, rank
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        order += order[: len(self) * self.world - self.n]  # pad so that every process has as many
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        start, self.skip = self.skip, 0
+        epoch = self.epoch
+        return iter([(epoch, index) for index in self.order(epoch)[start:]])
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world)
+
+
+class TrainLoader(DataLoader):
+    """The training ``DataLoader``, with the ``state_dict`` Lightning saves in mid-epoch checkpoints.
+
+    The state is the epoch and the batches of it handed out so far; loading it
+    makes the iteration of that epoch start at the batch after those.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handed_out = 0
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator:
+        # A generator: the sampler is read at the first batch, after Lightning's ``set_epoch``.
+        sampler: TrainSampler = self.sampler
+        resume, self._resume = self._resume, None
+        self._handed_out = resume["batches"] if resume and resume["epoch"] == sampler.epoch else 0
+        sampler.skip = self._handed_out * self.batch_size
+        for batch in super().__iter__():
+            self._handed_out += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self._handed_out}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.set_epoch(state["epoch"])
+        self._resume = dict(state)
+
+
+class SeededSamples(Dataset):
+    """A training ``ImageDataset`` whose random augmentation is a function of ``(seed, epoch, index)``.
+
+    Each sample's transform runs with torch's generator seeded from those
+    three, so augmentation does not depend on worker processes, their
+    number, or a resume; the caller's generator is left as it was.
+    """
+
+    def __init__(self, images: ImageDataset, seed: int) -> None:
+        self.images, self.seed = images, seed
+        self.collate = images.collate
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        # the default CPU generator only: torch.manual_seed also seeds every accelerator (150 µs a call)
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(sample_seed(self.seed, epoch, index))
+        try:
+            return self.images[index]
+        finally:
+            generator.set_state(state)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 64-bit seed for one sample in one epoch: a hash, so that nearby keys give unrelated streams."""
+    digest = hashlib.blake2b(f"{seed},{epoch},{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 class ShardSampler(Sampler[int]):

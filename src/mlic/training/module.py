@@ -109,13 +109,25 @@ class MultiLabelModule(L.LightningModule):
             ],
             lr=self.hparams.lr,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = total / max(1, self.trainer.max_epochs)
+        per_epoch = self._steps_per_epoch()
+        total = max(1, per_epoch * max(1, self.trainer.max_epochs))
         warmup = min(total // 2, int(self.hparams.warmup_epochs * per_epoch))
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, warmup, total)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch, from the length of this process's training loader.
+
+        Not Lightning's ``estimated_stepping_batches``: it sets up the training
+        loader before a checkpoint is restored, and the loader's mid-epoch state
+        is then never loaded (Lightning 2.6).
+        """
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            return max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs))
+        return max(1, len(datamodule.train_dataloader()))
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:

@@ -12,8 +12,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
@@ -31,6 +29,7 @@ from mlic.fileio import atomic_write_text
 from mlic.models import Classifier, ModelConfig, build_classifier
 from mlic.predict import Probabilities, probabilities
 from mlic.thresholds import choose_thresholds
+from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_callbacks, load_checkpoint
 from mlic.training.config import (
     TrainConfig,
     is_demo,
@@ -42,6 +41,7 @@ from mlic.training.config import (
     uses_cuda,
 )
 from mlic.training.datamodule import DataModule, default_workers, image_cache, load_splits
+from mlic.training.metrics_log import MetricsLog
 from mlic.training.module import MultiLabelModule, build_loss, validation_figures
 
 BAD_IMAGES_FILE = "bad_images.txt"
@@ -58,11 +58,11 @@ QUIET_WARNINGS = (  # library notices that say nothing to an mlic user
 )
 
 
-def csv_logger(run_dir: Path, resumed: bool) -> CSVLogger:
-    """Per-epoch metrics in ``logs/metrics.csv``; a resumed run writes ``logs/resume-N/``.
+def metrics_log(run_dir: Path, resumed: bool) -> MetricsLog:
+    """Per-epoch metrics in ``logs/metrics.csv``; a resumed run writes ``logs/resume-N/metrics.csv``.
 
-    Lightning's CSV logger replaces the file of an existing version, so a
-    resumed run gets a version of its own and the earlier epochs stay on disk.
+    A resumed run starts a file of its own, so that the earlier epochs' log
+    stays as it was written.
     """
     version = ""
     if resumed:
@@ -70,7 +70,7 @@ def csv_logger(run_dir: Path, resumed: bool) -> CSVLogger:
         while (run_dir / "logs" / f"resume-{n}").exists():
             n += 1
         version = f"resume-{n}"
-    return CSVLogger(run_dir, name="logs", version=version)
+    return MetricsLog(run_dir / "logs" / version)
 
 
 def default_run_dir() -> Path:
@@ -133,14 +133,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if resume is None:
         bad_log.unlink(missing_ok=True)
     atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor="val/loss",
-        mode="min",
-        save_last=True,
-        enable_version_counter=False,
-    )
+    checkpoints = run_dir / "checkpoints"
+    every = {"steps": config.checkpoint_steps, "minutes": config.checkpoint_minutes}
+    callbacks = checkpoint_callbacks(checkpoints, **every)
     trainer = make_trainer(
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
@@ -149,8 +144,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         strategy=config.strategy,
         use_distributed_sampler=False,  # DataModule shards; validation without Lightning's padding
         precision=resolve_precision(config),
-        callbacks=[checkpoint],
-        logger=csv_logger(run_dir, resumed=resume is not None),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        logger=metrics_log(run_dir, resumed=resume is not None),
         deterministic=config.deterministic,
         enable_progress_bar=config.progress,
         enable_model_summary=config.progress,
@@ -158,22 +154,20 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         num_sanity_val_steps=0,
     )
     started = time.perf_counter()
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = checkpoints / LAST
     with warnings.catch_warnings():
         for message in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         resume_from = str(last) if resume is not None and last.exists() else None
         try:
-            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         except DataError as e:
             raise worker_error(e) from None
     seconds = time.perf_counter() - started
     if trainer.global_rank != 0:
         return run_dir / "artifact"
-    best_path = run_dir / "checkpoints" / "best.ckpt"
-    if best_path.is_file():
-        best = torch.load(best_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(best["state_dict"])
+    if (checkpoints / BEST).is_file():
+        module.load_state_dict(load_checkpoint(checkpoints / BEST)["state_dict"])
     artifact = finish(module.model, preprocessing, data, run_dir / "artifact", config, trainer, seconds)
     if artifact.training["bad_images"]:
         n = artifact.training["bad_images"]

@@ -1,0 +1,255 @@
+"""Checkpoints: atomic writes, loading without unpickling, random state, moved runs, resumable loading."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlic.data import multidigits
+from mlic.data.images import ImageDataset, Preprocessing, build_transform
+from mlic.errors import ArtifactError, ConfigError
+from mlic.training import train
+from mlic.training.checkpoints import (
+    AtomicCheckpointIO,
+    MovedRun,
+    RandomState,
+    checkpoint_callbacks,
+    load_checkpoint,
+)
+from mlic.training.datamodule import SeededSamples, TrainLoader, TrainSampler
+from mlic.training.metrics_log import MetricsLog
+
+
+class Payload:
+    """Unpickling this touches a file: the proof that a loader ran code from a checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+    real_save = torch.save
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(10)  # a partial file, as a kill during the write leaves it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": torch.tensor(2)}, path)
+    assert load_checkpoint(path)["step"] == 1
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_loading_never_unpickles_code(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Payload(marker)}, path)
+    with pytest.raises(ArtifactError, match=r"evil\.ckpt: .* does not unpickle"):
+        AtomicCheckpointIO().load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "missing"])
+def test_a_damaged_checkpoint_is_an_error_that_names_it(tmp_path, damage):
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1000)}}, path)
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(bytes(random.Random(0).randrange(256) for _ in range(len(data))))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+    with pytest.raises(ArtifactError, match=r"last\.ckpt"):
+        load_checkpoint(path)
+
+
+def test_a_runs_checkpoints_load_without_pickle(tiny_run):
+    for name in ("last.ckpt", "best.ckpt"):
+        checkpoint = torch.load(tiny_run / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert checkpoint["state_dict"] and checkpoint["optimizer_states"] and checkpoint["loops"]
+
+
+def test_resuming_from_a_damaged_checkpoint_stops_with_its_name(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(ArtifactError, match=str(last)):
+        train(resume=run, max_epochs=2)
+
+
+def test_random_state_round_trips_through_a_safe_checkpoint(tmp_path):
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    path = tmp_path / "state.ckpt"
+    torch.save(RandomState().state_dict(), path)
+    first = torch.rand(3), np.random.rand(3), np.random.randn(), random.random()
+    RandomState().load_state_dict(torch.load(path, weights_only=True))
+    again = torch.rand(3), np.random.rand(3), np.random.randn(), random.random()
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert first[2:] == again[2:]
+
+
+def test_a_moved_runs_checkpoint_paths_follow_it(tmp_path):
+    old, new = str(tmp_path / "old" / "checkpoints"), tmp_path / "new" / "checkpoints"
+    checkpoint = {
+        "callbacks": {
+            "ModelCheckpoint{'monitor': 'val/loss'}": {
+                "dirpath": old,
+                "best_model_path": old + "/best.ckpt",
+                "last_model_path": old + "/last.ckpt",
+                "kth_best_model_path": "",
+                "best_k_models": {old + "/best.ckpt": torch.tensor(0.5)},
+            },
+            "RandomState": {"dirpath": "untouched"},
+        }
+    }
+    MovedRun(new).on_load_checkpoint(None, None, checkpoint)
+    state = checkpoint["callbacks"]["ModelCheckpoint{'monitor': 'val/loss'}"]
+    assert state["dirpath"] == str(new.resolve()) and state["best_model_path"] == str(
+        new.resolve() / "best.ckpt"
+    )
+    assert list(state["best_k_models"]) == [str(new.resolve() / "best.ckpt")]
+    assert (
+        state["kth_best_model_path"] == ""
+        and checkpoint["callbacks"]["RandomState"]["dirpath"] == "untouched"
+    )
+
+
+def test_checkpoint_intervals(tmp_path):
+    by_steps = checkpoint_callbacks(tmp_path, steps=5, minutes=10)
+    assert by_steps[1]._every_n_train_steps == 5 and by_steps[1]._train_time_interval is None
+    by_time = checkpoint_callbacks(tmp_path, minutes=2)
+    assert by_time[1]._train_time_interval.total_seconds() == 120
+    assert len(checkpoint_callbacks(tmp_path)) == len(by_steps) - 1  # at epoch ends only
+    with pytest.raises(ConfigError, match="checkpoint_steps"):
+        checkpoint_callbacks(tmp_path, steps=-1)
+
+
+# -- resumable training data (mlic.training.datamodule) -----------------------------------------------
+
+
+def test_train_sampler_order_is_a_function_of_seed_and_epoch_and_shards_cover_the_data():
+    a, b = TrainSampler(10, seed=4), TrainSampler(10, seed=4)
+    a.set_epoch(3), b.set_epoch(3)
+    assert list(a) == list(b) and {epoch for epoch, _ in a} == {3}
+    assert sorted(index for _, index in a) == list(range(10))
+    b.set_epoch(4)
+    assert [i for _, i in a] != [i for _, i in b]
+    shards = [TrainSampler(10, seed=4, world=3, rank=r) for r in range(3)]
+    assert all(len(s) == 4 and len(list(s)) == 4 for s in shards)  # padded to equal shares
+    assert {i for s in shards for _, i in s} == set(range(10))
+
+
+def test_train_sampler_skip_resumes_the_same_order():
+    sampler = TrainSampler(10, seed=4)
+    whole = list(sampler)
+    sampler.skip = 6
+    assert list(sampler) == whole[6:]
+    assert list(sampler) == whole
+
+
+@pytest.fixture(scope="module")
+def augmented() -> ImageDataset:
+    m = multidigits("val", 40, seed=0)
+    transform = build_transform(Preprocessing(image_size=(32, 32)), train=True, augment="light")
+    return ImageDataset(m, transform)
+
+
+def batches(loader) -> list[torch.Tensor]:
+    return [images for images, _, _ in loader]
+
+
+def test_augmentation_does_not_depend_on_workers_or_the_callers_generator(augmented):
+    def loader(workers: int) -> TrainLoader:
+        return TrainLoader(
+            SeededSamples(augmented, seed=1),
+            sampler=TrainSampler(len(augmented), seed=1),
+            batch_size=8,
+            collate_fn=augmented.collate,
+            num_workers=workers,
+            generator=torch.Generator().manual_seed(0),  # as DataModule's: the global one is not drawn from
+        )
+
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    alone = batches(loader(0))
+    assert torch.equal(before, torch.get_rng_state())  # the caller's generator was left as it was
+    torch.manual_seed(123)
+    in_workers = batches(loader(2))
+    assert all(torch.equal(x, y) for x, y in zip(alone, in_workers, strict=True))
+    again = SeededSamples(augmented, seed=1)
+    assert not torch.equal(again[(0, 5)][0], again[(1, 5)][0])  # another epoch, another crop
+
+
+def test_train_loader_state_resumes_at_the_next_batch(augmented):
+    def loader() -> TrainLoader:
+        return TrainLoader(
+            SeededSamples(augmented, seed=1),
+            sampler=TrainSampler(len(augmented), seed=1),
+            batch_size=8,
+            collate_fn=augmented.collate,
+        )
+
+    whole = loader()
+    whole.sampler.set_epoch(2)
+    expected = batches(whole)
+    interrupted = loader()
+    interrupted.sampler.set_epoch(2)
+    iterator = iter(interrupted)
+    next(iterator), next(iterator)
+    state = interrupted.state_dict()
+    assert state == {"epoch": 2, "batches": 2}
+
+    resumed = loader()  # a new process: the sampler's epoch and position come from the state
+    resumed.load_state_dict(state)
+    rest = batches(resumed)
+    assert len(rest) == 3 and all(torch.equal(x, y) for x, y in zip(rest, expected[2:]))
+    assert resumed.state_dict() == {"epoch": 2, "batches": 5}
+    assert len(batches(resumed)) == 5  # the next iteration is a whole epoch again
+
+
+def test_a_loader_state_of_another_epoch_is_not_applied(augmented):
+    loader = TrainLoader(
+        SeededSamples(augmented, seed=1),
+        sampler=TrainSampler(len(augmented), seed=1),
+        batch_size=8,
+        collate_fn=augmented.collate,
+    )
+    loader.load_state_dict({"epoch": 0, "batches": 5})  # an epoch that had ended
+    loader.sampler.set_epoch(1)
+    assert len(batches(loader)) == 5
+
+
+# -- metrics log (mlic.training.metrics_log) ---------------------------------------------------------
+
+
+def test_metrics_log_rewrites_the_whole_file_with_new_columns(tmp_path):
+    log = MetricsLog(tmp_path / "logs")
+    log.log_metrics({"train/loss": torch.tensor(1.5), "epoch": 0}, step=9)
+    log.save()
+    log.log_metrics({"val/mAP": 0.5, "epoch": 0}, step=9)
+    log.finalize("success")
+    lines = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()
+    assert lines == ["epoch,step,train/loss,val/mAP", "0,9,1.5,", "0,9,,0.5"]
+    assert os.listdir(tmp_path / "logs") == ["metrics.csv"]
+
+
+def test_training_writes_no_hyperparameter_yaml(tiny_run):
+    assert sorted(p.name for p in (tiny_run / "logs").iterdir()) == ["metrics.csv"]
