@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from mlic.artifact import (
@@ -267,3 +270,78 @@ def test_weights_of_another_model(artifact_dir):
     with pytest.raises(ArtifactError, match="cannot load weights") as info:
         load_artifact(artifact_dir).build_model()
     assert str(artifact_dir / WEIGHTS_FILE) in str(info.value)
+
+
+# -- fuzzed damage and safety ----------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def json_paths(value, prefix=()) -> list[tuple]:
+    """Every path into a parsed JSON document (keys and list indices), the root excluded."""
+    if isinstance(value, dict):
+        children = value.items()
+    else:
+        children = enumerate(value) if isinstance(value, list) else ()
+    paths = []
+    for key, child in children:
+        paths.append((*prefix, key))
+        paths += json_paths(child, (*prefix, key))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pristine") / "artifact"
+    save(folder)
+    return folder
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_any_damage_to_mlic_json_is_an_artifact_error_or_harmless(pristine, data, tmp_path_factory):
+    """Replace any field of ``mlic.json`` with any JSON value, or cut the file anywhere: the artifact loads
+    and builds, or the error is an ``ArtifactError`` that names the file."""
+    folder = tmp_path_factory.mktemp("damaged") / "artifact"
+    shutil.copytree(pristine, folder)
+    config = folder / CONFIG_FILE
+    text = config.read_text()
+    if data.draw(st.booleans(), label="cut"):
+        config.write_text(text[: data.draw(st.integers(0, len(text) - 1), label="at")])
+    else:
+        document = json.loads(text)
+        path = data.draw(st.sampled_from(json_paths(document)), label="path")
+        parent = document
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = data.draw(JSON_VALUES, label="value")
+        config.write_text(json.dumps(document))
+    try:
+        artifact = load_artifact(folder)
+        model = artifact.build_model()
+        artifact.decider()
+    except ArtifactError as e:
+        assert str(folder) in str(e)
+        return
+    assert model(images()).shape == (3, artifact.schema.num_outputs)
+
+
+def test_loading_and_predicting_never_unpickle(tiny_run, digit_files, monkeypatch):
+    """Artifacts are JSON and safetensors: with every unpickler disabled, loading and predicting work."""
+    import pickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was unpickled")
+
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    from mlic.predict import load
+
+    records = load(tiny_run).predict(digit_files["paths"][:2])
+    assert len(records) == 2 and all("labels" in r for r in records)

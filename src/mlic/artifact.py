@@ -9,6 +9,7 @@ read artifacts and nothing else. Loading never unpickles anything.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,16 +17,19 @@ import numpy as np
 from safetensors.torch import load_file, save
 
 from mlic.data.images import Preprocessing
-from mlic.errors import ArtifactError
+from mlic.errors import ArtifactError, ConfigError
 from mlic.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from mlic.models import Classifier, ModelConfig, build_classifier
 from mlic.schema import LabelSchema
-from mlic.thresholds import Decision
+from mlic.thresholds import POLICIES, Decision
 
 FORMAT = "mlic-artifact"
 FORMAT_VERSION = 1
 CONFIG_FILE = "mlic.json"
 WEIGHTS_FILE = "model.safetensors"
+MAX_INPUT_SIDE = 8192
+"""The largest input side an artifact may describe (a guard against a damaged size allocating memory)."""
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
 
 
 @dataclass
@@ -53,9 +57,14 @@ class Artifact:
             raise ArtifactError(
                 f"{weights}: checksum does not match {CONFIG_FILE}; the file is corrupt or was replaced"
             )
-        model = build_classifier(
-            self.schema, self.model, mean=self.preprocessing.mean, std=self.preprocessing.std
-        )
+        try:
+            model = build_classifier(
+                self.schema, self.model, mean=self.preprocessing.mean, std=self.preprocessing.std
+            )
+        except (ConfigError, TypeError, ValueError) as e:
+            raise ArtifactError(
+                f"{self.path / CONFIG_FILE}: cannot build the model it describes ({e})"
+            ) from None
         try:
             model.load_state_dict(load_file(str(weights)))
         except Exception as e:  # safetensors raises several types for a damaged file
@@ -147,20 +156,86 @@ def load_artifact(path: str | Path) -> Artifact:
         )
     try:
         schema = LabelSchema.from_dict(data["schema"])
-        thresholds = np.array([float(data["thresholds"][name]) for name in schema.labels], dtype=np.float64)
-        return Artifact(
+        thresholds = np.array([_number(data["thresholds"][name]) for name in schema.labels], dtype=np.float64)
+        artifact = Artifact(
             path,
             schema,
-            ModelConfig.from_dict(data["model"]),
-            Preprocessing.from_dict(data["preprocessing"]),
+            _model_config(data["model"]),
+            _preprocessing(data["preprocessing"]),
             thresholds,
             dict(data.get("decision") or {"policy": "per-label"}),
-            data.get("training", {}),
-            data.get("weights", {}).get("sha256", ""),
+            _mapping(data.get("training", {}), "training"),
+            _text(_mapping(data.get("weights", {}), "weights").get("sha256", ""), "weights.sha256"),
             _exports(data.get("exports")),
         )
+        _decision(artifact)
+        return artifact
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ArtifactError(f"{config_file}: missing or malformed field ({e!r})") from None
+
+
+# -- field checks: mlic.json may have been edited or damaged by hand -----------------------------------
+
+
+def _mapping(value: object, field: str) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError(f"{field} must be an object, got {value!r}")
+    return value
+
+
+def _text(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a string, got {value!r}")
+    return value
+
+
+def _number(value: object, field: str = "thresholds", low: float = -math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < math.inf:
+        raise ValueError(f"{field} must hold finite numbers (>= {low}), got {value!r}")
+    return float(value)
+
+
+def _model_config(value: object) -> ModelConfig:
+    data = _mapping(value, "model")
+    for name in ("backbone", "head"):
+        _text(data.get(name, ""), f"model.{name}")
+    _mapping(data.get("head_kwargs", {}), "model.head_kwargs")
+    _number(data.get("drop_rate", 0.0), "model.drop_rate", low=0.0)
+    return ModelConfig.from_dict(data)
+
+
+def _preprocessing(value: object) -> Preprocessing:
+    data = _mapping(value, "preprocessing")
+    for name, length in (("image_size", 2), ("mean", 3), ("std", 3)):
+        if name in data and not (isinstance(data[name], list) and len(data[name]) == length):
+            raise ValueError(f"preprocessing.{name} must be a list of {length} numbers, got {data[name]!r}")
+    pre = Preprocessing.from_dict(data)
+    for size in pre.image_size:
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_INPUT_SIDE:
+            raise ValueError(
+                f"preprocessing.image_size must be integers in 1..{MAX_INPUT_SIDE}, got {size!r}"
+            )
+    for x in pre.mean:
+        _number(x, "preprocessing.mean")
+    for x in pre.std:
+        if _number(x, "preprocessing.std") <= 0:
+            raise ValueError(f"preprocessing.std must be positive, got {x!r}")
+    if pre.interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"preprocessing.interpolation must be one of {INTERPOLATIONS}, got {pre.interpolation!r}"
+        )
+    if not isinstance(pre.hflip, bool):
+        raise TypeError(f"preprocessing.hflip must be true or false, got {pre.hflip!r}")
+    return pre
+
+
+def _decision(artifact: Artifact) -> None:
+    """The ``decision`` field makes a valid rule (``Artifact.decider``)."""
+    policy, k = artifact.decision.get("policy"), artifact.decision.get("k")
+    if policy not in POLICIES:
+        raise ValueError(f"decision.policy must be one of {POLICIES}, got {policy!r}")
+    if policy == "top-k" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(f"decision.k must be a positive integer for top-k, got {k!r}")
 
 
 def _exports(value: object) -> dict:
