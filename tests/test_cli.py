@@ -315,3 +315,50 @@ def test_export_and_runtime_errors_are_one_line_messages(tiny_run, digit_files, 
         assert result.exit_code == 2, (args, result.output)
         assert message in result.stderr and "Traceback" not in result.stderr
     assert not (artifact / "model.onnx").exists()
+
+
+def test_every_file_the_workflow_writes_goes_through_a_temporary_file(digit_files, tmp_path, monkeypatch):
+    """Split, train (with mid-epoch checkpoints), calibrate, evaluate with a report and export: every file
+    under the output folders is written to a temporary name and renamed, so a kill never leaves half a file.
+    """
+    import builtins
+    import io
+
+    real_open, real_os_open = builtins.open, os.open
+    direct: list[str] = []
+
+    def note(path, what) -> None:
+        if not isinstance(path, str | bytes | os.PathLike):
+            return  # a file descriptor
+        path = Path(os.fsdecode(path))
+        temporary = path.name.startswith(".") and path.name.endswith(".tmp")
+        if path.is_relative_to(tmp_path) and not temporary:
+            direct.append(f"{path.relative_to(tmp_path)} ({what})")
+
+    def open_(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            note(file, mode)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND):
+            note(path, f"flags {flags:#o}")
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)
+    monkeypatch.setattr(os, "open", os_open)
+    split, run = tmp_path / "split", tmp_path / "run"
+    data = digit_files["root"] / "data.jsonl"
+    invoke("data", "split", data, "--out", split, "--val", "0.25", "--test", "0.25")
+    invoke("train", "--data", split / "train.jsonl", "--val", split / "val.jsonl", "--image-size", "32",
+           "--batch-size", "8", "--max-epochs", "2", "--checkpoint-steps", "1", "--workers", "0",
+           "--no-progress", "--out", run)  # fmt: skip
+    invoke("calibrate", run, split / "val.jsonl", "--policy", "global")
+    invoke("evaluate", run, split / "test.jsonl", "--report", tmp_path / "report")
+    invoke("export", run)
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert {"run/checkpoints/last.ckpt", "run/logs/metrics.csv", "run/artifact/model.onnx",
+            "report/index.html", "split/split.json"} <= written  # fmt: skip
+    assert direct == []
+    assert not [name for name in written if name.endswith(".tmp")]
