@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import contextlib
+import functools
 import io
 import json
+import os
 import socket
+import struct
+import tempfile
 import threading
 import time
+import warnings
+import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
+import jsonschema_rs
+import numpy as np
 import pytest
+import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from mlic.errors import ConfigError
 from mlic.predict import Predictor, load
@@ -256,6 +270,108 @@ def test_any_upload_is_answered_without_a_5xx(client, digit_files, prefix, tail,
         assert set(answer.json()) == keys
 
 
+# -- the API against its own OpenAPI document (schemathesis) ---------------------------------
+IMAGE_TYPES = {
+    "image/png": ("PNG", ("1", "L", "LA", "P", "RGB", "RGBA", "I;16")),
+    "image/jpeg": ("JPEG", ("L", "RGB", "CMYK")),
+    "image/gif": ("GIF", ("L", "P", "RGB")),
+    "image/bmp": ("BMP", ("1", "L", "P", "RGB")),
+    "image/tiff": ("TIFF", ("1", "L", "RGB", "RGBA", "CMYK", "I;16")),
+    "image/webp": ("WEBP", ("RGB", "RGBA")),
+}
+"""The Pillow format and modes of what schemathesis sends for each media type the document names."""
+OPENAPI_EXAMPLES = 1000
+"""Cases of the fuzzing phase per operation (positive and negative together)."""
+OPENAPI_CHECKS = [
+    "not_a_server_error", "status_code_conformance", "content_type_conformance",
+    "response_schema_conformance", "response_headers_conformance", "positive_data_acceptance",
+    "negative_data_rejection", "missing_required_header", "unsupported_method", "allow_header_conformance",
+]  # fmt: skip
+
+
+@st.composite
+def images(draw, fmt: str, modes: tuple[str, ...]) -> bytes:
+    """A small image of random pixels saved as ``fmt``: a file that the API must accept."""
+    width, height = draw(st.integers(1, 48)), draw(st.integers(1, 48))
+    mode = draw(st.sampled_from(modes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    if mode == "I;16":  # 16-bit grey, which PNG and TIFF keep
+        image = Image.fromarray(np.asarray(image.convert("L"), dtype=np.uint16) * 257)
+    else:
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def openapi(client):
+    """The app's own ``/openapi.json``, loaded by schemathesis, which calls the app in-process (ASGI)."""
+    for media_type, (fmt, modes) in IMAGE_TYPES.items():  # files of positive cases are real images
+        schemathesis.openapi.media_type(media_type, images(fmt, modes))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+    config = schema.config
+    config.seed = 20250
+    config.phases.update(phases=["examples", "coverage", "fuzzing"])  # not stateful: the API has no links
+    modes = list(schemathesis.GenerationMode)  # positive and negative
+    config.generation.update(modes=modes, max_examples=OPENAPI_EXAMPLES, deterministic=True, database="none")
+    config.checks.update(included_check_names=OPENAPI_CHECKS)
+    rejection = config.checks.negative_data_rejection  # 413 is how the API refuses more than max_files files
+    rejection.expected_statuses = [*rejection.expected_statuses, "413"]
+    return schema
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # as in the fuzz test above
+@schemathesis.pytest.from_fixture("openapi").parametrize()
+def test_the_api_keeps_to_its_openapi_document(case):
+    """Schemathesis' own cases for every operation: no 5xx, and every answer as the document says.
+
+    The coverage phase (boundary values, each constraint broken, other
+    methods), then a derandomized fuzzing phase of ``OPENAPI_EXAMPLES``
+    positive and negative cases per operation: 1,053 requests, the same ones
+    on every run, 1,033 of them to ``POST /predict`` and 10 each to ``GET
+    /schema`` and ``GET /health``, which take no input (about 20 s on two
+    cores). Positive uploads are real images of each format
+    (``IMAGE_TYPES``), so they must be answered 200. A positive case with both
+    ``top_k`` and ``threshold`` is exempt from ``positive_data_acceptance``
+    alone: OpenAPI cannot say that they exclude each other (their
+    descriptions do), and the API refuses the pair with a 422.
+    """
+    response = case.call()
+    both = {"top_k", "threshold"} <= set(case.query or {})
+    case.validate_response(response, excluded_checks=[positive_data_acceptance] if both else None)
+    assert response.status_code < 500
+    if response.status_code >= 400:
+        assert set(response.json()) == {"error", "detail"}
+
+
+def test_the_document_refuses_what_the_server_refuses(client, digit_files):
+    """Requests that schemathesis found valid by the document, but that the server refuses, now break it."""
+    png = digit_files["paths"][0].read_bytes()
+    spec = client.get("/openapi.json").json()
+    content = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    valid = jsonschema_rs.validator_for(content["schema"]).is_valid
+    media_types = {t.strip() for t in content["encoding"]["files"]["contentType"].split(",")}
+    assert media_types == set(IMAGE_TYPES)  # what a part may hold, as sniffed from its bytes
+    part = ("files", ("x.png", png, "image/png"))
+    cases = [
+        ({"files": ["x"], "other": "y"}, {"files": [part], "data": {"other": "y"}}, 400, "unexpected_field"),
+        ({"files": [""]}, {"files": [("files", ("e.png", b"", "image/png"))]}, 400, "empty_file"),
+        ({"files": ["x"] * (MAX_FILES + 1)}, {"files": [part] * (MAX_FILES + 1)}, 413, "too_many_files"),
+        ({}, _multipart(b"--b0undary--\r\n"), 400, "no_files"),
+    ]
+    assert valid({"files": ["x"] * MAX_FILES})
+    for instance, request, status, error in cases:
+        assert not valid(instance), instance
+        answer = client.post("/predict", **request)
+        assert (answer.status_code, answer.json()["error"]) == (status, error)
+    parameters = {p["name"]: p["description"] for p in spec["paths"]["/predict"]["post"]["parameters"]}
+    assert "not with threshold" in parameters["top_k"] and "not with top_k" in parameters["threshold"]
+    both = client.post("/predict", params={"top_k": 1, "threshold": 0.5}, files=[part])
+    assert both.status_code == 422 and both.json()["error"] == "invalid_query"
+
+
 def test_limits_are_checked(predictor):
     for bad in ({"max_files": 0}, {"max_upload_bytes": -1}, {"max_image_pixels": 0}, {"max_files": 2.5}):
         with pytest.raises(ConfigError, match="must be a positive integer"):
@@ -263,18 +379,329 @@ def test_limits_are_checked(predictor):
     assert create_app(predictor, max_image_pixels=None).state.service.limits.max_image_pixels is None
 
 
-def test_serve_binds_loopback_by_default_and_warns_otherwise(predictor, monkeypatch):
+def test_serve_binds_loopback_by_default_and_warns_otherwise(predictor, tiny_run, monkeypatch):
     import uvicorn
+    from typer.testing import CliRunner
+
+    from mlic.cli import app as cli
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
     serve(predictor)
     assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == 8000
-    with pytest.warns(UserWarning, match="no authentication"):
-        serve(predictor, host="0.0.0.0", port=9000)
-    assert calls[-1]["host"] == "0.0.0.0"
+    result = CliRunner().invoke(cli, ["serve", str(tiny_run)])  # `mlic serve ARTIFACT`: the same default
+    assert result.exit_code == 0 and calls[-1]["host"] == "127.0.0.1", result.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for host in ("localhost", "::1", "127.0.0.2"):
+            serve(predictor, host=host)
+    for host in ("0.0.0.0", "::", "192.168.1.10"):
+        with pytest.warns(UserWarning, match="no authentication"):
+            serve(predictor, host=host, port=9000)
+        assert calls[-1]["host"] == host
     with pytest.raises(ConfigError, match="log level"):
         serve(predictor, log_level="loud")
+
+
+# -- security: no path of the client's choosing, bounded uploads and pixels ---------------------
+@contextlib.contextmanager
+def file_access() -> Iterator[list[str]]:
+    """While open, records every file that any thread of this process opens, creates, moves or removes.
+
+    Spies on ``open`` (``builtins``, ``io``, ``os``, ``pathlib.Path``), the
+    file-system calls of ``os``, the makers of temporary files in
+    ``tempfile``, and ``PIL.Image.open`` given anything but a stream. The
+    calls still happen; the list says which were made.
+    """
+    seen: list[str] = []
+
+    def spy(owner, name: str):
+        function = getattr(owner, name)
+
+        @functools.wraps(function)
+        def recorded(*args, **kwargs):
+            target = args[0] if args else next(iter(kwargs.values()), None)
+            if not (owner is Image and hasattr(target, "read")):
+                seen.append(f"{owner.__name__}.{name}({target!r})")
+            return function(*args, **kwargs)
+
+        return recorded
+
+    os_calls = ("open", "mkdir", "makedirs", "remove", "unlink", "rename", "replace", "rmdir", "symlink")
+    makers = ("mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryFile", "SpooledTemporaryFile")
+    watched = [(builtins, "open"), (io, "open"), (Path, "open"), (Image, "open")]
+    watched += [(os, name) for name in os_calls] + [(tempfile, name) for name in makers]
+    with pytest.MonkeyPatch.context() as patch:
+        for owner, name in watched:
+            patch.setattr(owner, name, spy(owner, name))
+        yield seen
+
+
+def test_the_file_spy_sees_what_it_watches(tmp_path):
+    """Each kind of call that ``file_access`` watches is recorded, so that an empty record means something."""
+    target = tmp_path / "x.png"
+    Image.new("L", (2, 2)).save(target)
+    data = target.read_bytes()
+    with file_access() as seen:
+        open(target, "rb").close()
+        target.open("rb").close()
+        os.close(os.open(target, os.O_RDONLY))
+        Image.open(target).close()
+        Image.open(io.BytesIO(data)).close()  # a stream: no path involved
+        tempfile.TemporaryFile().close()
+        with tempfile.SpooledTemporaryFile(max_size=1) as spooled:
+            spooled.write(b"on disk once over max_size")
+        os.rmdir(tempfile.mkdtemp(dir=tmp_path))
+    calls = {entry.split("(")[0] for entry in seen}
+    assert calls >= {"builtins.open", "io.open", "Path.open", "os.open", "os.mkdir", "os.rmdir"}
+    assert calls >= {"PIL.Image.open", "tempfile.mkdtemp", "tempfile.TemporaryFile"}
+    assert "tempfile.SpooledTemporaryFile" in calls
+    assert not [entry for entry in seen if "BytesIO" in entry]
+
+
+def passwd_line() -> str:
+    """A line of /etc/passwd, which no answer may contain (a typical one where the file is missing)."""
+    try:
+        return Path("/etc/passwd").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return "root:x:0:0:root:/root:/bin/sh"
+
+
+HOSTILE_NAMES = [
+    b"../../etc/passwd", b"/etc/passwd", b"C:\\x", b"..\\..\\Windows\\win.ini", b"\x00",
+    b"a\x00/../../etc/passwd", b"x" * 4000, b"file:///etc/passwd", b"~/.ssh/id_rsa", b"/dev/zero",
+    b"/proc/self/environ", b"\\\\host\\share\\x", b"%2e%2e%2fetc%2fpasswd", b"/tmp/upload.png", b".", b"..",
+]  # fmt: skip
+ECHOED = [
+    "passwd", "passwd", "x", "win.ini", None, "passwd", "x" * 255, "passwd", "id_rsa", "zero", "environ", "x",
+    "%2e%2e%2fetc%2fpasswd", "upload.png", None, None,
+]  # fmt: skip
+"""The ``path`` that the API answers for each of ``HOSTILE_NAMES``: only the last component, as text."""
+PATHLIKE_QUERY = {"path": "/etc/passwd", "file": "../../etc/passwd", "artifact": "/", "url": "file:///etc"}
+PATHLIKE_HEADERS = {
+    "X-File": "/etc/passwd", "Referer": "file:///etc/passwd", "Content-Location": "/etc/passwd",
+    "X-Forwarded-Path": "/../../etc/passwd", "Cookie": "path=/etc/passwd",
+}  # fmt: skip
+
+
+def every_format(path: Path) -> list[bytes]:
+    """The image at ``path`` saved in each format the API accepts (TIFF compressed, so libtiff decodes it)."""
+    pixels, saved = Image.open(path).convert("RGB"), []
+    for fmt, _ in IMAGE_TYPES.values():
+        buffer = io.BytesIO()
+        pixels.save(buffer, fmt, **({"compression": "tiff_lzw"} if fmt == "TIFF" else {}))
+        saved.append(buffer.getvalue())
+    return saved
+
+
+def test_no_request_makes_the_server_open_a_path(client, digit_files):
+    """File names, part headers, a boundary, fields, query values and headers that look like paths."""
+    secret, images = passwd_line(), every_format(digit_files["paths"][2])
+    boundary = b"../../etc/passwd"  # a valid boundary
+    headers = {**PATHLIKE_HEADERS, "Content-Type": f"multipart/form-data; boundary={boundary.decode()}"}
+    part = ("files", ("x.png", images[0], "image/png"))
+    refused = [
+        ({"params": {"top_k": "/etc/passwd"}, "files": [part]}, 422),
+        ({"params": {"threshold": "../../etc/passwd"}, "files": [part]}, 422),
+        ({"files": [part], "data": {"/etc/passwd": "x"}}, 400),
+        ({"files": [part], "data": {"path": "/etc/passwd"}}, 400),
+        ({"files": [("/etc/passwd", ("/etc/passwd", images[0], "image/png"))]}, 400),
+        ({"content": b"/etc/passwd", "headers": {"Content-Type": "text/plain"}}, 415),
+    ]
+    answers, echoed = [], []
+    with file_access() as seen:
+        for start in range(0, len(HOSTILE_NAMES), MAX_FILES):
+            body = b"".join(
+                b"--" + boundary + b'\r\nContent-Disposition: form-data; name="files"; filename="' + name
+                + b'"\r\nContent-Type: image/png; name=/etc/passwd\r\nContent-Location: /etc/passwd\r\n\r\n'
+                + images[(start + i) % len(images)] + b"\r\n"
+                for i, name in enumerate(HOSTILE_NAMES[start : start + MAX_FILES])
+            ) + b"--" + boundary + b"--\r\n"  # fmt: skip
+            answers.append(client.post("/predict", params=PATHLIKE_QUERY, content=body, headers=headers))
+            assert answers[-1].status_code == 200, answers[-1].text
+            echoed += [record["path"] for record in answers[-1].json()["predictions"]]
+        for kwargs, status in refused:
+            answers.append(client.post("/predict", **kwargs))
+            assert answers[-1].status_code == status, answers[-1].text
+        for url in ("/schema", "/health", "/openapi.json", "/docs", "/"):
+            answers.append(client.get(url, params=PATHLIKE_QUERY, headers=PATHLIKE_HEADERS))
+            assert answers[-1].status_code == 200
+    assert seen == []  # nothing opened, and no temporary file: every upload is held in memory
+    assert not [answer.request.url for answer in answers if secret in answer.text]
+    assert echoed == ECHOED
+
+
+TRAVERSALS = [
+    "/../../../../etc/passwd", "/..%2f..%2f..%2fetc%2fpasswd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/.%2e/.%2e/etc/passwd", "/static/../../etc/passwd", "/docs/../../x", "/docs/..%2f..%2fetc/passwd",
+    "//etc/passwd", "/predict/../../../etc/passwd", "/schema/..;/..;/etc/passwd",
+    "/openapi.json/../../etc/passwd", "/file:///etc/passwd", "/etc/passwd%00.png",
+    "/%5c..%5c..%5cetc%5cpasswd", "/%c0%ae%c0%ae/etc/passwd",
+]  # fmt: skip
+
+
+def raw_get(base: str, target: str) -> tuple[int, bytes]:
+    """``GET target`` sent byte for byte over a socket (no client normalises it): status and answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def test_traversal_urls_reach_no_file(live):
+    """Request targets that climb out of a route, sent raw to uvicorn: JSON 404s, and no file opened."""
+    secret = passwd_line().encode()
+    with file_access() as seen:
+        answers = {target: raw_get(live, target) for target in TRAVERSALS}
+        docs = raw_get(live, "/docs?url=/etc/passwd")
+    assert seen == []
+    not_found = b'{"error":"not_found","detail":"Not Found"}'
+    assert {t: status for t, (status, answer) in answers.items() if not answer.endswith(not_found)} == {}
+    assert docs[0] == 200
+    assert not [t for t, (_, answer) in [*answers.items(), ("docs", docs)] if secret in answer]
+
+
+def post_in_chunks(app, headers: dict[str, str], chunks: Iterator[bytes]) -> tuple[int, dict, int]:
+    """``POST /predict`` straight to the ASGI app, which pulls the body chunk by chunk.
+
+    Returns the status, the JSON answer and how many chunks the app read.
+    """
+    read, sent = 0, []
+
+    async def receive() -> dict:
+        nonlocal read
+        chunk = next(chunks, None)
+        if chunk is not None:
+            read += 1
+        return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/predict", "raw_path": b"/predict", "root_path": "", "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1), "server": ("testserver", 80),
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body), read
+
+
+def test_an_oversized_upload_is_refused_unread_and_never_touches_disk(client):
+    """Refused from its Content-Length before a byte is read; streamed, as soon as it passes the limit."""
+    chunk, total = 2**16, 100 * 2**16  # 6.5 MB against a limit of 200 kB
+    multipart = {"Content-Type": "multipart/form-data; boundary=b0undary"}
+
+    def body() -> Iterator[bytes]:
+        yield b"--b0undary\r\nContent-Disposition: form-data; name=files; filename=x.png\r\n\r\n"
+        yield from (b"\x89PNG" + b"\0" * (chunk - 4) for _ in range(total // chunk))
+
+    with file_access() as seen:
+        declared = post_in_chunks(client.app, {**multipart, "Content-Length": str(total)}, body())
+        streamed = post_in_chunks(client.app, multipart, body())
+    assert seen == []
+    for status, answer, _ in (declared, streamed):
+        assert (status, answer["error"]) == (413, "upload_too_large")
+    assert declared[2] == 0
+    assert streamed[2] == 1 + MAX_BYTES // chunk + 1  # the part's headers, then the chunks up to the limit
+
+
+def declared_size(fmt: str, width: int, height: int) -> bytes:
+    """A file of a few hundred bytes whose header says ``width`` x ``height`` pixels: a decompression bomb."""
+    if fmt == "PNG":
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+        ihdr, idat = chunk(b"IHDR", header), chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        return b"\x89PNG\r\n\x1a\n" + ihdr + idat + chunk(b"IEND", b"")
+    buffer = io.BytesIO()
+    options = {"TIFF": {"compression": "tiff_lzw"}, "WEBP": {"lossless": True}}.get(fmt, {})
+    Image.new("L", (4, 4), 7).save(buffer, fmt, **options)
+    data = bytearray(buffer.getvalue())
+    if fmt == "GIF":  # the logical screen
+        data[6:10] = struct.pack("<HH", width, height)
+    elif fmt == "BMP":
+        data[18:26] = struct.pack("<ii", width, height)
+    elif fmt == "JPEG":  # the start-of-frame segment
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    elif fmt == "TIFF":  # ImageWidth and ImageLength in the first directory, made LONGs
+        ifd = struct.unpack("<I", data[4:8])[0]
+        for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack("<H", data[ifd : ifd + 2])[0], 12):
+            tag = struct.unpack("<H", data[entry : entry + 2])[0]
+            if tag in (256, 257):
+                data[entry + 2 : entry + 12] = struct.pack("<HII", 4, 1, width if tag == 256 else height)
+    elif fmt == "WEBP":  # the 14-bit sizes of the lossless bitstream
+        at = data.index(b"VP8L") + 9
+        rest = struct.unpack("<I", data[at : at + 4])[0] & ~(2**28 - 1)
+        data[at : at + 4] = struct.pack("<I", (width - 1) | (height - 1) << 14 | rest)
+    return bytes(data)
+
+
+LARGEST = {"PNG": 100_000, "JPEG": 65_500, "GIF": 65_535, "BMP": 100_000, "TIFF": 100_000, "WEBP": 16_384}
+"""A side each format's header can declare that makes a square over Pillow's own bomb limit too."""
+
+
+def spy_on_loads(patch: pytest.MonkeyPatch) -> list[str]:
+    """Every ``load`` of every Pillow image class (which decodes, into a pixel buffer) says it ran."""
+    Image.init()  # every plugin imported
+    calls: list[str] = []
+
+    def spy(load):
+        def recorded(self, *args, **kwargs):
+            calls.append(type(self).__name__)
+            return load(self, *args, **kwargs)
+
+        return recorded
+
+    classes = [Image.Image]
+    for cls in classes:
+        classes += [sub for sub in cls.__subclasses__() if sub not in classes]
+        if "load" in vars(cls):
+            patch.setattr(cls, "load", spy(vars(cls)["load"]))
+    return calls
+
+
+@pytest.mark.parametrize("fmt", list(LARGEST))
+@pytest.mark.parametrize("scale", ["over our limit", "over Pillow's too"])
+def test_a_decompression_bomb_is_refused_from_its_header(client, fmt, scale):
+    """A tiny file that declares more pixels than the limit: 413, and not a pixel decoded or allocated."""
+    side = LARGEST[fmt] if scale == "over Pillow's too" else 2_000  # the client's limit: 1,000,000 pixels
+    data = declared_size(fmt, side, side)
+    assert len(data) < 2_000
+    with pytest.MonkeyPatch.context() as patch:
+        loads = spy_on_loads(patch)
+        answer = client.post("/predict", files=[("files", (f"bomb.{fmt.lower()}", data, "image/png"))])
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"] == "image_too_large"
+    assert f"{side * side:,} pixels is more than the limit of 1,000,000" in answer.json()["detail"]
+    assert loads == []
+
+
+def test_with_no_pixel_limit_of_ours_pillows_still_holds(predictor, digit_files, monkeypatch):
+    """``max_image_pixels=None`` (``--max-image-pixels 0``) leaves Pillow's limit, and leaves it in place.
+
+    It used to reach ``open_image`` as None, which lifted Pillow's limit for the
+    whole process at the first upload: a header could then ask for any size.
+    """
+    pillow = Image.MAX_IMAGE_PIXELS
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow)  # restored whatever happens
+    bomb = declared_size("PNG", 14_000, 14_000)  # 196,000,000 pixels: over Pillow's limit, yet allocatable
+    with TestClient(create_app(predictor, max_image_pixels=None)) as unlimited:
+        assert unlimited.post("/predict", files=upload(digit_files["paths"][0])).status_code == 200
+        assert pillow == Image.MAX_IMAGE_PIXELS
+        loads = spy_on_loads(monkeypatch)
+        answer = unlimited.post("/predict", files=[("files", ("bomb.png", bomb, "image/png"))])
+    assert answer.status_code == 413, answer.text
+    assert f"196,000,000 pixels is more than the limit of {2 * pillow:,}" in answer.json()["detail"]
+    assert loads == [] and pillow == Image.MAX_IMAGE_PIXELS
 
 
 @pytest.fixture(scope="module")

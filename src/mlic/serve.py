@@ -13,7 +13,11 @@ Endpoints:
   rule, model, preprocessing, a training summary (no paths) and the limits.
 - ``GET /health``: ``{"status": "ok"}`` once the model is loaded.
 - ``GET /``: a self-contained page (:mod:`mlic.serve_page`); ``/docs`` and
-  ``/openapi.json``: FastAPI's OpenAPI documentation.
+  ``/openapi.json``: FastAPI's OpenAPI documentation. The document says what
+  the server checks (one to ``max_files`` non-empty ``files`` parts and no
+  other field, each a PNG, JPEG, GIF, BMP, TIFF or WebP image) and every 4xx
+  with its ``{"error", "detail"}`` body; only that ``top_k`` and
+  ``threshold`` exclude each other is beyond OpenAPI (their descriptions say it).
 
 Bad input gets a 4xx answer ``{"error": CODE, "detail": MESSAGE}``, and an
 unexpected failure a 500 of the same shape; the server keeps serving. 400: a
@@ -54,7 +58,15 @@ from mlic.data.images import decode_size
 from mlic.errors import ConfigError, MlicError
 from mlic.predict import Predictor, load
 from mlic.serve_page import PAGE
-from mlic.serve_uploads import FIELD, ApiError, Upload, decode_upload, display_name, read_uploads
+from mlic.serve_uploads import (
+    FIELD,
+    UPLOAD_MEDIA_TYPES,
+    ApiError,
+    Upload,
+    decode_upload,
+    display_name,
+    read_uploads,
+)
 
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 DEFAULT_MAX_FILES = 16
@@ -217,10 +229,12 @@ def create_app(
 
 def _add_routes(app: FastAPI, service: Service) -> None:
     limits = service.limits
-    body = {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
-            "minItems": 1, "maxItems": limits.max_files}  # fmt: skip
+    # what read_uploads accepts: one or more non-empty parts named FIELD and nothing else, each an image
+    part = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
+    files = {"type": "array", "items": part, "minItems": 1, "maxItems": limits.max_files}
+    form = dict(type="object", properties={FIELD: files}, required=[FIELD], additionalProperties=False)
     request_body = {"required": True, "content": {"multipart/form-data": {
-        "schema": {"type": "object", "properties": {FIELD: body}, "required": [FIELD]}}}}  # fmt: skip
+        "schema": form, "encoding": {FIELD: {"contentType": ", ".join(UPLOAD_MEDIA_TYPES)}}}}}  # fmt: skip
 
     @app.post(
         "/predict",
@@ -231,12 +245,19 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     )
     async def predict(
         request: Request,
-        top_k: Annotated[int | None, Query(ge=1, description="Decide the k most probable labels.")] = None,
+        top_k: Annotated[
+            int | None, Query(ge=1, description="Decide the k most probable labels (not with threshold).")
+        ] = None,
         threshold: Annotated[
-            float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False, description="One threshold for all.")
+            float | None,
+            Query(ge=0.0, le=1.0, allow_inf_nan=False, description="One threshold for all (not with top_k)."),
         ] = None,
     ) -> JSONResponse:
-        """Images as multipart/form-data in `files`; each gets the record `mlic predict` prints."""
+        """Images as multipart/form-data in `files`; each gets the record `mlic predict` prints.
+
+        A file is a PNG, JPEG, GIF, BMP, TIFF or WebP image, told by its bytes (its part's
+        Content-Type is not read); `top_k` and `threshold` exclude each other.
+        """
         if top_k is not None and threshold is not None:
             raise ApiError(422, "invalid_query", "give top_k or threshold, not both")
         uploads = await read_uploads(request, limits.max_upload_bytes, limits.max_files)

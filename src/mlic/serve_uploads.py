@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import torch
+from PIL import Image
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -28,6 +29,8 @@ from mlic.errors import DataError
 FIELD = "files"
 UPLOAD_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP")
 """Pillow formats accepted from clients (MPO: a camera JPEG with extra frames); others are never parsed."""
+UPLOAD_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/tiff", "image/webp")
+"""What the OpenAPI document says a part may hold; the format is sniffed from the bytes, not its header."""
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
     (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
@@ -99,11 +102,15 @@ class _Form:
 
 
 def clean_filename(raw: bytes | None) -> str | None:
-    """The last component of a sent file name, without control characters, at most 255 characters."""
+    """The last component of a sent file name, without control characters, at most 255 characters.
+
+    None if nothing is left, or only ``.`` or ``..``: no name that means a directory is echoed back.
+    """
     if raw is None:
         return None
-    name = PurePosixPath(raw.decode("utf-8", "replace").replace("\\", "/")).name
-    return re.sub(r"[\x00-\x1f\x7f]", "", name)[:255]
+    name = re.sub(r"[\x00-\x1f\x7f]", "", raw.decode("utf-8", "replace"))
+    name = PurePosixPath(name.replace("\\", "/")).name[:255]
+    return name if name not in ("", ".", "..") else None
 
 
 async def read_uploads(request: Request, max_upload_bytes: int, max_files: int) -> list[Upload]:
@@ -185,7 +192,13 @@ def decode_upload(upload: Upload, shown: str, max_pixels: int | None, min_side: 
 
 
 def _open(source: _Bytes, max_pixels: int | None):
-    """``open_image``, with its pixel-limit refusal as a 413 (other failures reach ``reading``)."""
+    """``open_image``, with its pixel-limit refusal as a 413 (other failures reach ``reading``).
+
+    No limit of ours (None) leaves Pillow's: the twice ``PIL.Image.MAX_IMAGE_PIXELS`` that Pillow
+    refuses. (``open_image`` given None would lift Pillow's limit too, for the whole process.)
+    """
+    if max_pixels is None and Image.MAX_IMAGE_PIXELS:
+        max_pixels = 2 * Image.MAX_IMAGE_PIXELS
     try:
         return open_image(source, max_pixels)
     except DataError as e:
