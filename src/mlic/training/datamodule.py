@@ -63,10 +63,11 @@ class DataModule(L.LightningDataModule):
         images = ImageDataset(
             self.train_manifest, self.train_transform, decoding=self.decoding, cache=self.cache
         )
+        sampler = TrainSampler(len(images), self.seed, world=world, rank=rank)
         return TrainLoader(
             SeededSamples(images, self.seed),
-            sampler=TrainSampler(len(images), self.seed, world=world, rank=rank),
-            drop_last=len(self.train_manifest) > self.batch_size,
+            sampler=sampler,
+            drop_last=len(sampler) > self.batch_size,  # a ragged last batch, unless it is the only one
             **self._loader_options(images),
         )
 
