@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import os
 import shutil
+import tempfile
+import warnings
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import mlic.data.describe as describe_module
 from mlic.data import multidigits
-from mlic.data.describe import check_files, describe, format_description
+from mlic.data.describe import check_files, describe, describe_data, format_description
 from mlic.data.manifest import Manifest
 from mlic.data.targets import LabelLists
-from mlic.errors import ConfigError
+from mlic.errors import ConfigError, MlicError
 from mlic.schema import Attribute, LabelSchema
 
 SCHEMA = LabelSchema(("cat", "dog", "sky", "owl"), (Attribute("size", ("small", "large")),))
@@ -171,3 +178,86 @@ def test_negative_limits_are_rejected():
         describe(small_manifest(), top_pairs=-1)
     with pytest.raises(ConfigError, match="workers"):
         describe(small_manifest(), workers=0)
+
+
+def test_paths_the_os_cannot_take_are_reported_not_raised(tmp_path):
+    """os.stat raised ValueError for a NUL character or a lone surrogate in a path."""
+    paths = [str(tmp_path / "a\x00b.png"), str(tmp_path / "\ud800.png")]
+    m = Manifest(SCHEMA, paths, np.zeros((2, 4)), np.full((2, 1), -1))
+    files = check_files(m)
+    assert files["corrupt"] == {"count": 2, "files": [{"path": p, "error": "not a file path"} for p in paths]}
+
+
+# -- fuzzing ------------------------------------------------------------------------
+# ``mlic data inspect`` on a malformed label file whose images are corrupt: figures that add up, or
+# an MlicError that names the file. MLIC_FUZZ_EXAMPLES=20000 runs that many random cases instead.
+def fuzz(examples: int) -> settings:
+    n = os.environ.get("MLIC_FUZZ_EXAMPLES")
+    return settings(
+        max_examples=int(n) if n else examples,
+        deadline=None,
+        derandomize=not n,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+def encoded(image: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+SEEDS = {
+    "tags.csv": b"path,tags\n0.png,cat dog\n1.jpg,cat\n2.gif,\n0.png,dog\n",
+    "hot.csv": b"path,cat,dog,size\n0.png,1,0,small\n1.jpg,0,-1,large\n2.gif,,1,\n",
+    "data.jsonl": b'{"path": "0.png", "labels": ["cat"], "unknown": ["dog"]}\n{"path": "1.jpg"}\n',
+}
+IMAGES = {
+    "0.png": encoded(Image.new("RGB", (6, 4), (9, 8, 7)), "PNG"),
+    "1.jpg": encoded(Image.new("L", (5, 3)), "JPEG"),
+    "2.gif": encoded(Image.new("P", (2, 2)), "GIF"),
+}
+
+
+@st.composite
+def broken(draw, data: bytes) -> bytes:
+    """``data`` truncated, with bytes flipped or inserted (or untouched)."""
+    data = bytearray(data)
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["truncate", "flip", "insert"]))
+        if op == "truncate":
+            del data[i:]
+        elif op == "flip" and i < len(data):
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "insert":
+            data[i:i] = draw(
+                st.sampled_from([b",", b"\n", b'"', b"\x00", b"\xff", b"[", b"{"]) | st.binary(max_size=4)
+            )
+    return bytes(data)
+
+
+@fuzz(400)
+@given(data=st.data(), name=st.sampled_from(sorted(SEEDS)), full=st.booleans())
+def test_fuzz_describe_data_adds_up_or_names_the_file(data, name, full):
+    """Mutated label files over mutated images: ``describe_data`` and its text, or an error naming it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / name
+        f.write_bytes(data.draw(broken(SEEDS[name]), label=name))
+        for image, content in IMAGES.items():
+            (Path(tmp) / image).write_bytes(data.draw(broken(content), label=image))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                d = describe_data(str(f), full=full, workers=1)
+        except MlicError as e:
+            assert str(f) in str(e), f"the error does not name {f}: {e}"
+            return
+        files = d["files"]
+        assert files["files"] + files["duplicate_entries"]["count"] <= d["images"]
+        assert files["missing"]["count"] + files["corrupt"]["count"] <= files["files"]
+        assert (
+            sum(files["modes"].values())
+            == files["files"] - files["missing"]["count"] - files["corrupt"]["count"]
+        )
+        assert isinstance(format_description(d), str)

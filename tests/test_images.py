@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import json
+import os
 import struct
+import tempfile
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from PIL import Image, features
 from torch.utils.data import DataLoader
 
 from mlic.data.images import (
     AUGMENTATIONS,
     EXIF_ORIENTATION,
     IMAGENET_MEAN,
+    MAX_IMAGE_PIXELS,
     Decoding,
     ImageDataset,
     Preprocessing,
@@ -32,7 +40,7 @@ from mlic.data.images import (
     worker_error,
 )
 from mlic.data.manifest import Manifest
-from mlic.errors import ConfigError, DataError
+from mlic.errors import ConfigError, DataError, MlicError
 from mlic.schema import Attribute, LabelSchema
 
 SCHEMA = LabelSchema(("a", "b"), (Attribute("size", ("s", "l")),))
@@ -676,3 +684,209 @@ def test_cache_refuses_to_outgrow_its_memory_bound(tmp_path):
     with pytest.raises(ConfigError, match=r"caching 3 decoded images at shorter side 10 needs 0\.0 GiB"):
         build_cache(manifest, Preprocessing(image_size=(8, 8)), max_bytes=100)
     assert available_memory() > 0
+
+
+# -- fuzzing ---------------------------------------------------------------------------------------
+# Corrupt image bytes meet one of two outcomes in read_image: a uint8 RGB tensor within the pixel
+# limit, or a DataError (an MlicError) that names the file. MLIC_FUZZ_EXAMPLES=20000 runs that many
+# random cases instead of the fixed (derandomized) ones.
+def fuzz(examples: int) -> settings:
+    n = os.environ.get("MLIC_FUZZ_EXAMPLES")
+    return settings(
+        max_examples=int(n) if n else examples,
+        deadline=None,
+        derandomize=not n,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+OPTIONAL_CODECS = {"AVIF": "avif", "JPEG2000": "jpg_2000"}  # format -> Pillow feature that writes it
+
+
+@functools.cache
+def image_seeds() -> dict[str, bytes]:
+    """Small valid files of every format and many modes, to mutate."""
+    rgb = Image.fromarray(rgb_array(6, 5))
+    exif = rgb.getexif()
+    exif[EXIF_ORIENTATION] = 6
+    palette = rgb.quantize(8)
+    frames = {"save_all": True, "append_images": [rgb.rotate(90)]}
+    return {
+        "png": encoded(rgb, "PNG"),
+        "png-exif": encoded(rgb, "PNG", exif=exif),
+        "png-palette": encoded(palette, "PNG", transparency=0),
+        "png-16": encoded(Image.fromarray(deep_grey()), "PNG"),
+        "png-la": encoded(rgb.convert("LA"), "PNG"),
+        "apng": encoded(rgb, "PNG", **frames),
+        "jpeg-exif": encoded(rgb, "JPEG", exif=exif),
+        "jpeg-progressive": encoded(rgb.convert("L"), "JPEG", progressive=True),
+        "jpeg-cmyk": encoded(rgb.convert("CMYK"), "JPEG"),
+        "gif": encoded(palette, "GIF", **frames),
+        "bmp": encoded(rgb, "BMP"),
+        "bmp-1bit": encoded(rgb.convert("1"), "BMP"),
+        "tiff": encoded(rgb, "TIFF", exif=exif),
+        "tiff-lzw": encoded(rgb, "TIFF", compression="tiff_lzw", **frames),
+        "tiff-jpeg": encoded(rgb, "TIFF", compression="jpeg"),
+        "tiff-16": encoded(Image.fromarray(deep_grey().astype(">u2")), "TIFF", compression="tiff_deflate"),
+        "webp": encoded(rgb, "WEBP", exif=exif),
+        "webp-lossless": encoded(rgb.convert("RGBA"), "WEBP", lossless=True, **frames),
+        **{fmt.lower(): encoded(rgb, fmt) for fmt, codec in OPTIONAL_CODECS.items() if features.check(codec)},
+        # formats that Pillow identifies by content, whatever the file's suffix
+        **{fmt.lower(): encoded(rgb, fmt) for fmt in ("ICO", "TGA", "PCX", "PPM", "SGI", "DDS")},
+        "spider": encoded(rgb.convert("F"), "SPIDER"),
+        "xbm": encoded(rgb.convert("1"), "XBM"),
+        "psd-like": b"8BPS\x00\x01" + b"\x00" * 20,
+    }
+
+
+MAGIC = [
+    b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00", b"GIF89a", b"GIF87a",
+    b"BM", b"II*\x00", b"MM\x00*", b"II+\x00",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"RIFF\xff\xff\xff\xffWEBPVP8L",
+    b"RIFF\x10\x00\x00\x00WEBPVP8X", b"\x00\x00\x01\x00", b"8BPS", b"P6\n", b"\x00\x00\x00\x0cjP  \r\n\x87\n",
+]  # fmt: skip
+SIZES = [0, 1, 2, 255, 65535, 65536, 100_000, 2**31 - 1, 2**31, 2**32 - 1]  # 2**31: negative in BMP
+HEADERS = {  # seed -> where it declares its width and height: (marker, offset after it, struct layout)
+    "png": (b"IHDR", 4, ">II"),
+    "bmp": (b"BM", 18, "<II"),
+    "gif": (b"GIF8", 6, "<HH"),
+    "jpeg-exif": (b"\xff\xc0", 5, ">HH"),
+    "jpeg-progressive": (b"\xff\xc2", 5, ">HH"),
+    "webp": (b"VP8 ", 14, "<HH"),
+}
+
+
+@st.composite
+def corrupt_images(draw) -> bytes:
+    """Valid files mutated (truncated, bit flips, bytes replaced or inserted), absurd declared sizes,
+    or random bytes after a format's magic number."""
+    kind = draw(st.sampled_from(["mutated", "mutated", "mutated", "size", "magic"]))
+    if kind == "magic":
+        return draw(st.sampled_from(MAGIC)) + draw(st.binary(max_size=200))
+    if kind == "size":
+        name = draw(st.sampled_from(sorted(HEADERS)))
+        data = bytearray(image_seeds()[name])
+        marker, offset, layout = HEADERS[name]
+        at, bits = data.find(marker) + offset, 4 * struct.calcsize(layout)
+        w, h = (draw(st.sampled_from(SIZES)) % 2**bits for _ in "wh")
+        data[at : at + struct.calcsize(layout)] = struct.pack(layout, w, h)
+        if marker == b"IHDR":  # a valid checksum, or Pillow refuses the chunk before reading the size
+            data[at + 13 : at + 17] = struct.pack(">I", zlib.crc32(data[at - 4 : at + 13]))
+        return bytes(data)
+    data = bytearray(image_seeds()[draw(st.sampled_from(sorted(image_seeds())))])
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["truncate", "flip", "replace", "insert", "delete"]))
+        i = draw(st.integers(0, len(data)))
+        if op == "truncate":
+            del data[i:]
+        elif op == "flip" and i < len(data):
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "replace":
+            data[i : i + 4] = draw(
+                st.binary(min_size=1, max_size=4) | st.sampled_from([b"\xff" * 4, b"\0" * 4])
+            )
+        elif op == "insert":
+            data[i:i] = draw(st.binary(min_size=1, max_size=16))
+        elif op == "delete":
+            del data[i : i + draw(st.integers(1, 16))]
+    return bytes(data)
+
+
+def decode_or_error(path: Path, **options) -> torch.Tensor | None:
+    """``read_image``'s tensor, checked; None when it raised an MlicError naming ``path``; else fail."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = read_image(path, **options)
+    except MlicError as e:
+        assert str(path) in str(e), f"the error does not name {path}: {e}"
+        return None
+    assert t.dtype == torch.uint8 and t.ndim == 3 and t.shape[0] == 3 and min(t.shape) > 0
+    assert t.shape[1] * t.shape[2] <= options.get("max_pixels", MAX_IMAGE_PIXELS)
+    return t
+
+
+@fuzz(1200)
+@given(
+    data=corrupt_images(),
+    suffix=st.sampled_from([".png", ".jpg", ".gif", ".tif", ".webp", ".bmp"]),
+    min_side=st.sampled_from([None, 2, 64]),
+    max_pixels=st.sampled_from([MAX_IMAGE_PIXELS, 1000]),
+)
+def test_fuzz_corrupt_images_decode_or_name_the_file(data, suffix, min_side, max_pixels):
+    """Corrupt files of every format (suffix and content need not agree), at full or draft scale."""
+    note(f"{suffix}: {data!r}")  # the file's bytes: some Hypothesis installs print blank arguments
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"image{suffix}"
+        path.write_bytes(data)
+        decode_or_error(path, min_side=min_side, max_pixels=max_pixels)
+
+
+ORIENTATIONS = st.integers(-(2**31), 2**32) | st.sampled_from(
+    [0, 1, 6, 8, 9, 255, 65535, 6.0, 2.5, "6", b"6", (6, 6)]
+)
+
+
+@fuzz(400)
+@given(
+    orientation=ORIENTATIONS,
+    raw=st.none() | st.binary(max_size=64),
+    fmt=st.sampled_from(["JPEG", "PNG", "WEBP", "TIFF"]),
+)
+def test_fuzz_exif_garbage_keeps_the_pixels_readable(orientation, raw, fmt):
+    """Any EXIF orientation value, or random bytes as EXIF: the pixels decode, or the error names the file."""
+    note(f"{fmt}: orientation {orientation!r}, raw {raw!r}")
+    image = Image.fromarray(rgb_array(4, 6))
+    exif = image.getexif()
+    exif[EXIF_ORIENTATION] = orientation
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"exif.{fmt.lower()}"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image.save(path, fmt, exif=b"Exif\x00\x00" + raw if raw is not None else exif)
+        except Exception:  # Pillow cannot write that value (its writers raise many types): nothing to read
+            return
+        t = decode_or_error(path)
+        if t is not None:
+            assert sorted(t.shape[1:]) == [4, 6]
+
+
+# Regressions that the fuzzing found: each raised something other than an MlicError.
+@pytest.mark.parametrize(("width", "height"), [(2**31, 1), (2**32 - 1, 2**32 - 1), (1, 2**31 - 1)])
+def test_headers_beyond_memory_without_a_pixel_limit_are_data_errors(tmp_path, monkeypatch, width, height):
+    """Without a pixel limit, Pillow raised OverflowError (a side beyond a C int) or MemoryError."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # read_image(None) lifts it
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_bytes(width, height, 8, 0, b"\x00"))
+    with pytest.raises(DataError, match="cannot decode image") as info:
+        read_image(path, max_pixels=None)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "marker", "offset", "value", "words"),
+    [
+        ("DDS", b"DDS ", 80, struct.pack("<I", 0x4000), "Unknown pixel format flags 16384"),  # its flags
+        ("AVIF", b"pitm", 8, b"\x07\x07", "Missing or empty image item"),  # the primary item's id
+    ],
+    ids=["dds", "avif"],
+)
+def test_runtime_errors_of_pillow_plugins_are_data_errors(tmp_path, fmt, marker, offset, value, words):
+    """Pillow's DDS reader raised NotImplementedError for a pixel format it does not know, and its AVIF
+    decoder RuntimeError for a damaged file."""
+    if not features.check(OPTIONAL_CODECS.get(fmt, "zlib")):
+        pytest.skip(f"this Pillow has no {fmt} codec")
+    data = bytearray(encoded(Image.new("RGB", (5, 6)), fmt))
+    at = data.find(marker) + offset
+    data[at : at + len(value)] = value
+    path = tmp_path / "photo.png"  # Pillow goes by the content
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=rf"photo\.png: cannot decode image \(.*{words}"):
+        read_image(path)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import html
 import json
+import os
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
 from mlic.cli import app
 from mlic.data import detect_format, importers, load_data, load_source
 from mlic.data.importers import read_coco, read_folders, read_voc
-from mlic.errors import ConfigError, DataError
+from mlic.data.manifest import Manifest
+from mlic.errors import ConfigError, DataError, MlicError
 from mlic.schema import LabelSchema
 
 runner = CliRunner()
@@ -386,3 +393,329 @@ def test_cli_trains_and_evaluates_on_coco_and_format_forces(tmp_path):
     assert json.loads(invoke("evaluate", artifact, f, "--json"))["n_samples"] == 12
     bad = runner.invoke(app, ["evaluate", str(artifact), str(tmp_path / "train"), "--format", "voc"])
     assert bad.exit_code == 2 and "not a VOC root" in bad.stderr
+
+
+# -- fuzzing ------------------------------------------------------------------------
+# Malformed COCO JSON, VOC XML and image-set lists, and odd label folders meet one of two outcomes:
+# a consistent manifest, or an MlicError whose message names the file or folder read.
+# MLIC_FUZZ_EXAMPLES=20000 runs that many random cases instead of the fixed (derandomized) ones.
+def fuzz(examples: int) -> settings:
+    n = os.environ.get("MLIC_FUZZ_EXAMPLES")
+    return settings(
+        max_examples=int(n) if n else examples,
+        deadline=None,
+        derandomize=not n,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+def read_or_error(call, place: Path) -> Manifest | None:
+    """``call()``'s manifest, checked; None when it raised an MlicError naming ``place``; else fail."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = call()
+    except MlicError as e:
+        assert str(place) in str(e), f"the error does not name {place}: {e}"
+        return None
+    n = len(m)
+    assert n > 0 and m.label_lists.shape == (n, m.schema.n_labels) and m.attributes.shape == (n, 0)
+    assert all(isinstance(p, str) and os.path.isabs(p) and "\x00" not in p for p in m.paths)
+    assert set(np.unique(m.labels).tolist()) <= {-1, 0, 1}
+    return m
+
+
+BIG_DIGITS = "9" * 5000  # more digits than int() converts by default
+TOKENS = [
+    b",", b'"', b"\n", b"\x00", b"\xff", b"\xef\xbb\xbf", b"[", b"]", b"{", b"}", b":", b"null", b"NaN",
+    b"-Infinity", b"1e999", BIG_DIGITS.encode(), b"true", b"<", b">", b"</", b"&", b"&amp;", b"&e;",
+    b"<![CDATA[", b"]]>", b"<!--", b"[" * 3000, b"<a>" * 300,
+]  # fmt: skip
+
+
+@st.composite
+def mutated(draw, seeds: list[bytes]) -> bytes:
+    """A seed file after a few byte and line edits: truncation, deletion, insertion, flips, swaps."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["truncate", "delete", "insert", "flip", "swap"]))
+        i = draw(st.integers(0, len(data)))
+        if op == "truncate":
+            del data[i:]
+        elif op == "delete":
+            del data[i : i + draw(st.integers(1, 8))]
+        elif op == "insert":
+            data[i:i] = draw(st.sampled_from(TOKENS) | st.binary(min_size=1, max_size=8))
+        elif op == "flip" and i < len(data):
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "swap":
+            lines = bytes(data).split(b"\n")
+            a, b = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, len(lines) - 1))
+            lines[a], lines[b] = lines[b], lines[a]
+            data = bytearray(b"\n".join(lines))
+    return bytes(data)
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=4)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda v: st.lists(v, max_size=3) | st.dictionaries(st.text(max_size=4), v, max_size=3),
+    max_leaves=6,
+)
+IDS = st.integers(-2, 12) | st.sampled_from([2**63, -(2**64), "1", "a", "", True, False, 1.0, 1.5, None, []])
+FILE_NAMES = st.sampled_from(
+    ["0.jpg", "1.jpg", "a/b.png", "../up.jpg", "/abs.jpg", "", " ", "x" * 300, "a\x00b", "\ud800", "c"]
+)
+NAMES = st.sampled_from(["cat", "dog", "", " ", "cat ", "²"]) | st.text(max_size=4)
+
+
+def mostly(value: st.SearchStrategy) -> st.SearchStrategy:
+    """``value`` three times in four; else any JSON value (a wrong type, null, a nested list...)."""
+    return st.one_of(value, value, value, JSON_VALUES)
+
+
+@st.composite
+def coco_objects(draw) -> object:
+    """A COCO-like object whose every entry and field may be missing, of a wrong type, or unknown."""
+
+    def entry(**fields: st.SearchStrategy) -> st.SearchStrategy:
+        return st.fixed_dictionaries({}, optional=fields) | JSON_SCALARS
+
+    images = draw(st.lists(entry(id=mostly(IDS), file_name=mostly(FILE_NAMES)), max_size=4))
+    categories = draw(st.lists(entry(id=mostly(IDS), name=mostly(NAMES)), max_size=4))
+    known = [x["id"] for x in images + categories if isinstance(x, dict) and "id" in x] or [0]
+    ref = st.sampled_from(known) | IDS
+    annotation = entry(id=IDS, image_id=mostly(ref), category_id=mostly(ref), iscrowd=IDS)
+    annotations = draw(st.lists(annotation, max_size=6))
+    parts = {"images": images, "categories": categories, "annotations": annotations}
+    data = {k: draw(mostly(st.just(v))) for k, v in parts.items() if draw(st.integers(0, 9))}
+    return draw(st.sampled_from([data, data, data, draw(JSON_VALUES)]))
+
+
+def coco_seeds() -> list[bytes]:
+    return [json.dumps(coco_data()).encode(), json.dumps(coco_data(1), indent=1).encode()]
+
+
+@st.composite
+def coco_texts(draw) -> bytes:
+    """COCO JSON: a generated object (NaN and Infinity included), one with odd bytes, or a mutated file."""
+    kind = draw(st.sampled_from(["object", "object", "mutated", "raw"]))
+    if kind == "mutated":
+        return draw(mutated(coco_seeds()))
+    if kind == "raw":
+        return draw(
+            st.sampled_from(
+                [b"", b"\xef\xbb\xbf", b"[" * 100_000, b'{"images": ' + BIG_DIGITS.encode() + b"}"]
+            )
+        )
+    text = json.dumps(draw(coco_objects()), ensure_ascii=draw(st.booleans()))
+    return text.encode("utf-8", "surrogatepass")
+
+
+@fuzz(1000)
+@given(
+    data=coco_texts(),
+    at=st.sampled_from(["instances.json", "annotations/instances_val.json", "coco.json"]),
+    how=st.sampled_from(["load_data", "read_coco", "drop_unannotated"]),
+)
+def test_fuzz_coco_reads_or_names_the_file(data, at, how):
+    """Generated and mutated COCO files, read by ``load_data`` (detection) or ``read_coco``."""
+    note(f"{at}: {data!r}")  # the file's bytes: some Hypothesis installs print blank arguments
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / at
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+        image(Path(tmp) / "0.jpg")
+        if how == "load_data":
+            read_or_error(lambda: load_data(f), f)
+        else:
+            read_or_error(lambda: read_coco(f, drop_unannotated=how == "drop_unannotated"), f)
+
+
+SECRET = "s3cr3t-from-outside"
+XML_TEXT = st.sampled_from(
+    ["dog", " cat ", "", "&amp;", "&lt;b&gt;", "&e;", "&#0;", "&#x1F600;", "<![CDATA[x<y]]>", "<b>x</b>", "&"]
+) | st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=4).map(html.escape)
+DOCTYPES = [
+    "",
+    '<!DOCTYPE annotation [<!ENTITY e "dog">]>',
+    '<!DOCTYPE annotation [<!ENTITY e SYSTEM "file://{secret}">]>',
+    '<!DOCTYPE annotation [<!ENTITY % p SYSTEM "file://{secret}"> %p;]>',
+    '<!DOCTYPE annotation SYSTEM "file://{secret}">',
+    "<!DOCTYPE annotation [<!ENTITY a0 'ha'>"
+    + "".join(f"<!ENTITY a{i} '{f'&a{i - 1};' * 10}'>" for i in range(1, 10))
+    + "<!ENTITY e '&a9;'>]>",  # a billion laughs
+    '<!DOCTYPE annotation [<!ENTITY e "' + "x" * 50_000 + '">]>',  # quadratic blow-up, with &e; many times
+]
+
+ODD_ENCODINGS = ["bogus", "base64", "utf-7", "idna", "punycode", "undefined", "big5", "cp037"]
+
+
+@st.composite
+def voc_xml_texts(draw, secret: Path) -> bytes:
+    """A VOC annotation: odd roots, names, difficult flags, entities (internal, external, explosive)."""
+    parts = []
+    for _ in range(draw(st.integers(0, 3))):
+        name = "" if draw(st.integers(0, 5)) == 0 else f"<name>{draw(XML_TEXT)}</name>"
+        flag = draw(st.sampled_from(["0", "1", " 1 ", "True", "2", "-1", "maybe", "", "<x/>", "&e;"]))
+        difficult = "" if draw(st.booleans()) else f"<difficult>{flag}</difficult>"
+        parts.append(f"<object>{name}{difficult}<part><name>hand</name></part></object>")
+    if draw(st.booleans()):
+        parts.insert(0, f"<filename>{draw(XML_TEXT)}</filename>")
+    if draw(st.integers(0, 3)) == 0:
+        parts.append("<object><name>&e;</name></object>" * draw(st.sampled_from([1, 200])))
+    root = draw(st.sampled_from(["annotation", "annotation", "labels", "a:annotation xmlns:a='urn:x'"]))
+    doctype = draw(st.sampled_from(DOCTYPES)).format(secret=secret)
+    encoding = draw(st.sampled_from(["utf-8", "utf-8", "utf-16", "latin-1"]))
+    declared = draw(st.sampled_from(["", encoding, "utf-8", *ODD_ENCODINGS]))
+    prolog = f'<?xml version="1.0" encoding="{declared}"?>' if declared else ""
+    text = f"{prolog}{doctype}<{root}>{''.join(parts)}</{root.split()[0]}>"
+    data = text.encode(encoding, "replace")
+    return draw(mutated([data])) if draw(st.integers(0, 4)) == 0 else data
+
+
+IDS_LINES = st.lists(
+    st.sampled_from(["a", "b", "a 1", "b  -1", "zz", "", " ", "../Annotations/a", "x" * 300, "a\x00"]),
+    max_size=4,
+)
+
+
+@fuzz(800)
+@given(
+    data=st.data(), n_files=st.integers(1, 2), use_list=st.booleans(), how=st.sampled_from(["load", "read"])
+)
+def test_fuzz_voc_reads_or_names_the_file_and_resolves_no_entity(data, n_files, use_list, how):
+    """Generated VOC roots: entities never resolve outside the file, and never explode (expat refuses)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        secret = write(Path(tmp) / "secret.txt", f"<name>{SECRET}</name>")
+        root = Path(tmp) / "VOC"
+        (root / "JPEGImages").mkdir(parents=True)
+        (root / "Annotations").mkdir()
+        for stem in "ab"[:n_files]:
+            (root / "Annotations" / f"{stem}.xml").write_bytes(data.draw(voc_xml_texts(secret), label=stem))
+        target = root
+        if use_list:
+            lines = data.draw(IDS_LINES, label="image set")
+            target = write(root / "ImageSets" / "Main" / "train.txt", "\n".join(lines))
+        call = (lambda: load_data(target)) if how == "load" else (lambda: read_voc(target))
+        m = read_or_error(call, root)  # the list, or the annotation file that it names
+        if m is not None:
+            assert not any(SECRET in name for name in m.schema.labels + tuple(m.paths))
+
+
+ODD_NAMES = ["cat", "dog", ".hidden", "__MACOSX", "a.png", "b.JPG", "c.txt", "d.png.txt", " ", "é"]
+ANY_NAME = st.characters(exclude_characters="/\x00", exclude_categories=("Cs",))
+FOLDER_NAMES = st.sampled_from([*ODD_NAMES, "Annotations", "x" * 250]) | st.text(
+    ANY_NAME, min_size=1, max_size=6
+)
+PNG = b"\x89PNG\r\n\x1a\n"  # folder readers look at names only
+
+
+@fuzz(400)
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.lists(FOLDER_NAMES, min_size=1, max_size=3),
+            st.sampled_from(["image", "image", "junk", "folder", "loop", "broken link", "bytes name"]),
+        ),
+        max_size=6,
+    ),
+    how=st.sampled_from(["load", "read"]),
+)
+def test_fuzz_folders_read_or_name_the_folder(entries, how):
+    """Generated label-folder trees (hidden, ignored, non-UTF-8 and odd names, symlink loops, no images)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        root.mkdir()
+        for parts, kind in entries:
+            if parts[-1] in (".", ".."):
+                continue
+            path = root.joinpath(*parts)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if kind == "folder":
+                    path.mkdir(exist_ok=True)
+                elif kind == "loop":
+                    path.symlink_to(root)
+                elif kind == "broken link":
+                    path.symlink_to(root / "nowhere")
+                elif kind == "bytes name":
+                    os.mkdir(os.fsencode(path) + b"\xff")
+                    open(os.fsencode(path) + b"\xff/x.png", "wb").close()
+                else:
+                    path.write_bytes(PNG if kind == "image" else b"junk")
+            except OSError:  # a name the file system refuses (too long), or one taken by a folder
+                continue
+        call = (lambda: load_data(root)) if how == "load" else (lambda: read_folders(root))
+        m = read_or_error(call, root)
+        if m is not None and m.meta["format"] == "folders":
+            assert all(p.startswith(str(root)) and os.path.isfile(p) for p in m.paths)
+
+
+# Regressions that the fuzzing found: each raised something other than an MlicError, or misread.
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("[" * 100_000, "invalid JSON: nested too deeply"), ('{"images": ' + BIG_DIGITS + "}", "invalid JSON")],
+    ids=["deep", "long integer"],
+)
+def test_coco_json_that_python_refuses_is_invalid_json(tmp_path, text, words):
+    """RecursionError and the ValueError of the 4,300-digit integer limit escaped."""
+    f = write(tmp_path / "instances.json", text)
+    assert error_of(read_coco, f).startswith(f"{f}: {words}")
+    assert error_of(load_data, f).startswith(f"{f}: not a COCO file")
+
+
+@pytest.mark.parametrize(("key", "value"), [("image_id", True), ("category_id", 1.0), ("image_id", 10.0)])
+def test_coco_annotation_ids_that_only_equal_an_id_are_refused(tmp_path, key, value):
+    """true and 1.0 equal 1, so they found image or category 1 and labelled it silently."""
+    data = coco_data()
+    data["categories"][1]["id"] = 1
+    data["annotations"][2][key] = value
+    message = error_of(read_coco, write(tmp_path / "c.json", json.dumps(data)))
+    assert (
+        f"field 'annotations[2].{key}': annotation id 3: must be an integer or a string, got {value!r}"
+        in message
+    )
+
+
+def test_names_too_long_for_the_os_raise_no_os_error(tmp_path):
+    """A 300-character file name or image-set id raised OSError (ENAMETOOLONG) from Path.is_file."""
+    data = coco_data()
+    data["images"][0]["file_name"] = "x" * 300 + ".jpg"
+    m = read_coco(write(tmp_path / "c.json", json.dumps(data)))
+    assert m.paths[0] == str(tmp_path / ("x" * 300 + ".jpg"))
+    root = voc(tmp_path / "VOC")
+    listing = write(root / "ImageSets" / "Main" / "long.txt", "a\n" + "y" * 300 + "\n")
+    assert error_of(read_voc, listing).startswith(f"{listing}:2: no annotation file")
+
+
+@pytest.mark.parametrize("encoding", ["bogus", "base64", "utf-7", "idna"])
+def test_voc_xml_declaring_an_encoding_python_cannot_use_is_malformed(tmp_path, encoding):
+    """LookupError, ValueError or UnicodeError escaped from the XML parser."""
+    root = voc(tmp_path / "VOC")
+    xml = write(root / "Annotations" / "a.xml", f'<?xml version="1.0" encoding="{encoding}"?><annotation/>')
+    assert error_of(read_voc, root).startswith(f"{xml}: malformed XML: cannot decode the declared encoding")
+
+
+def test_voc_entities_never_explode_nor_read_other_files(tmp_path):
+    """Internal entities resolve; external ones are refused (expat fetches nothing), and so is a billion
+    laughs (expat's amplification limit). Not a regression: the guarantee the fuzzing checks, spelled out."""
+    root = voc(tmp_path / "VOC")
+    xml = write(
+        root / "Annotations" / "a.xml",
+        f"{DOCTYPES[1]}<annotation><object><name>&e;</name></object></annotation>",
+    )
+    assert read_voc(root).schema.labels == ("cat", "dog")
+    secret = write(tmp_path / "secret.txt", SECRET)
+    for doctype in DOCTYPES[2:6]:  # external entities (general, parameter, DTD) and a billion laughs
+        write(
+            xml, f"{doctype.format(secret=secret)}<annotation><object><name>&e;</name></object></annotation>"
+        )
+        message = error_of(read_voc, root)
+        assert message.startswith(f"{xml}:1: malformed XML") and SECRET not in message

@@ -304,6 +304,8 @@ def _probe(path: str, full: bool) -> dict | None:
         return None
     except OSError as e:
         return {"bytes": 0, "error": f"cannot read: {e.strerror or e}"}
+    except ValueError:  # a NUL character or a lone surrogate, in a manifest built in memory
+        return {"bytes": 0, "error": "not a file path"}
     if not os.path.isfile(path):
         return None
     try:
@@ -335,7 +337,7 @@ def _duplicate_groups(files: list[tuple[str, int]], map_fn: Callable) -> list[li
 def _digest(path: str) -> str | None:
     try:
         return sha256_file(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL character or a lone surrogate in the path
         return None
 
 

@@ -111,8 +111,13 @@ EXIF_ORIENTATION = 0x0112
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
               7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}  # fmt: skip
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, struct.error, zlib.error)
-"""What Pillow raises for files it cannot read (OSError covers truncation and unknown formats)."""
+_DECODE_ERRORS = (
+    OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, OverflowError, RuntimeError,
+    struct.error, zlib.error,
+)  # fmt: skip
+"""What Pillow raises for files it cannot read: OSError covers truncation and unknown formats;
+OverflowError, a size beyond a C int in a header when there is no pixel limit; RuntimeError, the
+AVIF decoder's failures and (NotImplementedError) a variant that a plugin does not support."""
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
@@ -159,6 +164,8 @@ def reading(path: str | Path) -> Iterator[None]:
         raise DataError(f"{path}: cannot decode image (not a format Pillow can identify)") from None
     except _DECODE_ERRORS as e:
         raise DataError(f"{path}: cannot decode image ({e})") from None
+    except MemoryError:  # a header without a pixel limit can declare billions of pixels
+        raise DataError(f"{path}: cannot decode image (out of memory; is there a pixel limit?)") from None
 
 
 def open_image(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:

@@ -36,6 +36,8 @@ from mlic.schema import UNKNOWN, LabelSchema
 JSON_HEAD = 1 << 20
 """Bytes of a ``.json`` file that format detection reads (a COCO file is parsed once, by ``read_coco``)."""
 _IGNORED_FOLDERS = ("__MACOSX",)  # left by zip tools; never a label
+_ID_KEYS = ("image_id", "category_id")
+_ID_TYPES = {int, str}  # of COCO ids; not bool, whose true equals 1, nor float
 _DIFFICULT = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
 
 
@@ -98,7 +100,7 @@ def json_format(path: str | Path) -> str:
 def _loads_or_none(text: str) -> object:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return None
 
 
@@ -176,6 +178,10 @@ def _load_json(src: _Source) -> dict:
         raise src.error(e.lineno, None, f"invalid JSON: {e.msg} at column {e.colno}") from None
     except UnicodeDecodeError:
         raise src.error(None, None, "not UTF-8 text; save the file as UTF-8") from None
+    except ValueError as e:  # an integer of more than 4,300 digits
+        raise src.error(None, None, f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise src.error(None, None, "invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise src.error(
             None, None, f"expected a COCO object with 'images' and 'categories', got {_kind(data)}"
@@ -266,6 +272,9 @@ def _coco_pairs(src: _Source, data: dict, images: dict, categories: dict, n_cat:
         bad = i
     else:
         bad = None
+    if bad is None and not {type(a[k]) for a in annotations for k in _ID_KEYS} <= _ID_TYPES:
+        # true and 1.0 passed the lookups, being equal to 1: find the first annotation with one
+        bad = next(i for i, a in enumerate(annotations) if not {type(a[k]) for k in _ID_KEYS} <= _ID_TYPES)
     if bad is not None:
         _bad_annotation(src, bad, annotations[bad], images, categories)
     if not n_cat:
@@ -280,8 +289,10 @@ def _bad_annotation(src: _Source, i: int, a: object, images: dict, categories: d
     field = f"annotations[{i}]"
     for key, known, what in (("image_id", images, "image"), ("category_id", categories, "category")):
         value = _coco_entry(src, field, a, key)
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or value not in known:
-            ann = f"annotation id {a['id']!r}: " if isinstance(a, dict) and "id" in a else ""
+        ann = f"annotation id {a['id']!r}: " if isinstance(a, dict) and "id" in a else ""
+        if type(value) not in _ID_TYPES:
+            raise src.error(None, f"{field}.{key}", f"{ann}must be an integer or a string, got {value!r}")
+        if value not in known:
             raise src.error(None, f"{field}.{key}", f"{ann}no {what} has id {value!r}")
 
 
@@ -293,7 +304,7 @@ def _coco_images_root(json_path: Path, first: str) -> str:
         base, split = folder.parent, json_path.stem.rsplit("_", 1)[-1]
         candidates += [base / split, base / "images" / split, base / "images", base]
     for c in candidates:
-        if (c / first).is_file():
+        if os.path.isfile(c / first):  # not Path.is_file: it raises for a name too long
             return os.path.abspath(c)
     return os.path.abspath(folder)
 
@@ -381,7 +392,7 @@ def _voc_image_set(path: Path, annotations: Path) -> list[tuple[str, Path]]:
         if not words or words[0] in items:
             continue
         xml_path = annotations / f"{words[0]}.xml"
-        if not xml_path.is_file():
+        if not os.path.isfile(xml_path):
             raise src.error(line, None, f"no annotation file {xml_path} for id {words[0]!r}")
         items[words[0]] = xml_path
     if not items:
@@ -395,6 +406,8 @@ def _voc_annotation(xml_path: Path) -> tuple[str | None, list[tuple[str, bool]]]
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as e:
         raise _error(f"{xml_path}:{e.position[0]}", None, f"malformed XML: {e}") from None
+    except (LookupError, ValueError) as e:  # the declared encoding: unknown, not for text, or multi-byte
+        raise _error(xml_path, None, f"malformed XML: cannot decode the declared encoding ({e})") from None
     except OSError as e:
         raise _error(xml_path, None, f"cannot read the file: {e.strerror or e}") from None
     if root.tag != "annotation":

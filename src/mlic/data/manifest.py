@@ -7,8 +7,8 @@ manifests only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -94,7 +94,8 @@ class Manifest:
         """Image files of this manifest that do not exist (none for in-memory data)."""
         if self.pixels is not None:
             return []
-        return [p for p in self.paths if not Path(p).is_file()]
+        # os.path.isfile, not Path.is_file: a name the OS refuses (too long, a NUL) is missing, not an error
+        return [p for p in self.paths if not os.path.isfile(p)]
 
     def check_files(self) -> None:
         """Raise one ``DataError`` that lists every image file that does not exist."""

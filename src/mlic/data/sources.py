@@ -15,6 +15,7 @@ import codecs
 import csv
 import difflib
 import json
+import math
 import os
 import re
 import reprlib
@@ -84,11 +85,14 @@ class _Source:
             return self.error(line, None, f"not UTF-8 text ({e.reason}); save the file as UTF-8")
         return self.error(None, None, "not UTF-8 text; save the file as UTF-8")
 
-    def image(self, line: int, field: str, cell: str) -> str:
+    def image(self, line: int | None, field: str, cell: str) -> str:
         """Absolute path of an image cell; a name without an image suffix gets the one that exists."""
         rel = cell.strip()
         if not rel:
             raise self.error(line, field, "empty image path")
+        if "\x00" in rel or not _encodable(rel):
+            message = f"not a file path: {reprlib.repr(rel)} holds a NUL character or a lone surrogate"
+            raise self.error(line, field, message)
         full = os.path.abspath(os.path.join(self.root, rel))
         if os.path.splitext(full)[1].lower() in IMAGE_SUFFIXES:
             return full
@@ -105,6 +109,15 @@ class _Source:
                 if name + suffix in names:
                     return full + suffix
         return full
+
+
+def _encodable(path: str) -> bool:
+    """Whether the OS can take ``path`` as a file name (a JSON "\\ud800" decodes to an unpaired surrogate)."""
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # -- format selection -----------------------------------------------------------
@@ -245,11 +258,18 @@ def _check_width(src: _Source, line: int, row: list[str], header: list[str]) -> 
 
 # -- targets --------------------------------------------------------------------
 def _class_key(value: str) -> tuple:
-    """Sort key that puts "2" before "10" and "img2" before "img10"."""
+    """Sort key that puts "2" before "10" and "img2" before "img10"; a total order, ties broken by text."""
     try:
-        return (0, float(value), value)
+        number = float(value)
     except ValueError:
-        return (1, [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", value)])
+        number = math.nan
+    if math.isfinite(number):  # NaN compares with nothing, which would make the order hash-dependent
+        return (0, number, value)
+    parts = re.split(r"(\d+)", value)  # the odd parts are the digit runs
+    try:
+        return (1, [int(p) if i % 2 else p for i, p in enumerate(parts)], value)
+    except ValueError:  # a digit run longer than int() converts (4,300 digits)
+        return (2, value)
 
 
 def _make_schema(src: _Source, labels: list[str], attributes: list[tuple[str, list[str]]]) -> LabelSchema:
@@ -328,6 +348,8 @@ def read_tags_csv(
         _check_width(src, line, row, header)
         paths.append(src.image(line, header[pi], row[pi]))
         tags.append(_split_tags(row[ti], separator))
+    if not paths:
+        raise src.error(None, None, "no rows below the header")
     if schema is None:
         schema = _make_schema(src, sorted({t for ts in tags for t in ts}), [])
     dropped: Counter = Counter()
@@ -409,6 +431,8 @@ def read_multihot_csv(
     names = header[:pi] + header[pi + 1 :]
     _check_names(src, names)
     paths, lines, grid, values = _scan_cells(src, rows, header, pi)
+    if not paths:
+        raise src.error(None, None, "no rows below the header")
     kinds = np.array([_BINARY.get(v.lower(), _OTHER) for v in values], dtype=np.int8)[grid]
     column = {name: j for j, name in enumerate(names)}
     if schema is None:
@@ -477,9 +501,11 @@ def _json_attributes(src: _Source, line: int, obj: dict) -> dict[str, str | None
 def _json_record(src: _Source, line: int, text: str) -> dict:
     try:
         obj = json.loads(text)
-    except ValueError as e:
+    except ValueError as e:  # also the 4,300-digit limit of integers
         detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
         raise src.error(line, None, f"invalid JSON: {detail}") from None
+    except RecursionError:
+        raise src.error(line, None, "invalid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise src.error(line, None, f"expected a JSON object, got {reprlib.repr(obj)}")
     if not isinstance(obj.get("path"), str):
