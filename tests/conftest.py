@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 from PIL import Image
 
 from mlic.data import multidigits
+
+
+def fuzz(examples: int) -> settings:
+    """Hypothesis settings of a fuzz test: ``examples`` fixed (derandomized) cases, as CI runs them.
+
+    ``MLIC_FUZZ_EXAMPLES=20000`` runs that many random cases instead, to search for new failures.
+    """
+    n = os.environ.get("MLIC_FUZZ_EXAMPLES")
+    return settings(
+        max_examples=int(n) if n else examples,
+        deadline=None,
+        derandomize=not n,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
 
 TINY = {
     "demo_train": 256,

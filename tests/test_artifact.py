@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
+from conftest import fuzz
 from mlic.artifact import (
     CONFIG_FILE,
     FORMAT,
@@ -301,7 +302,7 @@ def pristine(tmp_path_factory) -> Path:
     return folder
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@fuzz(300)
 @given(data=st.data())
 def test_any_damage_to_mlic_json_is_an_artifact_error_or_harmless(pristine, data, tmp_path_factory):
     """Replace any field of ``mlic.json`` with any JSON value, or cut the file anywhere: the artifact loads

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import shutil
 import tempfile
 import warnings
@@ -13,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 import mlic.data.describe as describe_module
+from conftest import fuzz
 from mlic.data import multidigits
 from mlic.data.describe import check_files, describe, describe_data, format_description
 from mlic.data.manifest import Manifest
@@ -191,14 +191,6 @@ def test_paths_the_os_cannot_take_are_reported_not_raised(tmp_path):
 # -- fuzzing ------------------------------------------------------------------------
 # ``mlic data inspect`` on a malformed label file whose images are corrupt: figures that add up, or
 # an MlicError that names the file. MLIC_FUZZ_EXAMPLES=20000 runs that many random cases instead.
-def fuzz(examples: int) -> settings:
-    n = os.environ.get("MLIC_FUZZ_EXAMPLES")
-    return settings(
-        max_examples=int(n) if n else examples,
-        deadline=None,
-        derandomize=not n,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 import struct
 import tempfile
 import warnings
@@ -15,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
 from PIL import Image, features
 from torch.utils.data import DataLoader
 
+from conftest import fuzz
 from mlic.data.images import (
     AUGMENTATIONS,
     EXIF_ORIENTATION,
@@ -690,14 +690,6 @@ def test_cache_refuses_to_outgrow_its_memory_bound(tmp_path):
 # Corrupt image bytes meet one of two outcomes in read_image: a uint8 RGB tensor within the pixel
 # limit, or a DataError (an MlicError) that names the file. MLIC_FUZZ_EXAMPLES=20000 runs that many
 # random cases instead of the fixed (derandomized) ones.
-def fuzz(examples: int) -> settings:
-    n = os.environ.get("MLIC_FUZZ_EXAMPLES")
-    return settings(
-        max_examples=int(n) if n else examples,
-        deadline=None,
-        derandomize=not n,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import fuzz
 from mlic.cli import app
 from mlic.data import detect_format, importers, load_data, load_source
 from mlic.data.importers import read_coco, read_folders, read_voc
@@ -399,14 +400,6 @@ def test_cli_trains_and_evaluates_on_coco_and_format_forces(tmp_path):
 # Malformed COCO JSON, VOC XML and image-set lists, and odd label folders meet one of two outcomes:
 # a consistent manifest, or an MlicError whose message names the file or folder read.
 # MLIC_FUZZ_EXAMPLES=20000 runs that many random cases instead of the fixed (derandomized) ones.
-def fuzz(examples: int) -> settings:
-    n = os.environ.get("MLIC_FUZZ_EXAMPLES")
-    return settings(
-        max_examples=int(n) if n else examples,
-        deadline=None,
-        derandomize=not n,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
 
 
 def read_or_error(call, place: Path) -> Manifest | None:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import fuzz
 from mlic.data import load_data, sources
 from mlic.data.manifest import Manifest
 from mlic.data.sources import (
@@ -453,14 +454,6 @@ def test_no_labels_found(tmp_path):
 # Malformed CSV and JSON lines meet one of two outcomes: a consistent manifest, or an MlicError
 # whose message names the file. MLIC_FUZZ_EXAMPLES=20000 runs that many random cases instead of
 # the fixed (derandomized) ones.
-def fuzz(examples: int) -> settings:
-    n = os.environ.get("MLIC_FUZZ_EXAMPLES")
-    return settings(
-        max_examples=int(n) if n else examples,
-        deadline=None,
-        derandomize=not n,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
 
 
 FUZZ_SCHEMA = LabelSchema(("cat", "dog"), (Attribute("size", ("small", "large")),))
