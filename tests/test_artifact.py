@@ -304,7 +304,7 @@ def pristine(tmp_path_factory) -> Path:
 
 @fuzz(300)
 @given(data=st.data())
-def test_any_damage_to_mlic_json_is_an_artifact_error_or_harmless(pristine, data, tmp_path_factory):
+def test_fuzz_mlic_json_damage_is_an_artifact_error_or_harmless(pristine, data, tmp_path_factory):
     """Replace any field of ``mlic.json`` with any JSON value, or cut the file anywhere: the artifact loads
     and builds, or the error is an ``ArtifactError`` that names the file."""
     folder = tmp_path_factory.mktemp("damaged") / "artifact"
