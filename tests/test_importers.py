@@ -6,7 +6,6 @@ import html
 import json
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,11 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import fuzz
+from conftest import fuzz, mutated, read_or_error
 from mlic.cli import app
 from mlic.data import detect_format, importers, load_data, load_source
 from mlic.data.importers import read_coco, read_folders, read_voc
-from mlic.data.manifest import Manifest
-from mlic.errors import ConfigError, DataError, MlicError
+from mlic.errors import ConfigError, DataError
 from mlic.schema import LabelSchema
 
 runner = CliRunner()
@@ -402,51 +400,12 @@ def test_cli_trains_and_evaluates_on_coco_and_format_forces(tmp_path):
 # MLIC_FUZZ_EXAMPLES=20000 runs that many random cases instead of the fixed (derandomized) ones.
 
 
-def read_or_error(call, place: Path) -> Manifest | None:
-    """``call()``'s manifest, checked; None when it raised an MlicError naming ``place``; else fail."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            m = call()
-    except MlicError as e:
-        assert str(place) in str(e), f"the error does not name {place}: {e}"
-        return None
-    n = len(m)
-    assert n > 0 and m.label_lists.shape == (n, m.schema.n_labels) and m.attributes.shape == (n, 0)
-    assert all(isinstance(p, str) and os.path.isabs(p) and "\x00" not in p for p in m.paths)
-    assert set(np.unique(m.labels).tolist()) <= {-1, 0, 1}
-    return m
-
-
 BIG_DIGITS = "9" * 5000  # more digits than int() converts by default
 TOKENS = [
     b",", b'"', b"\n", b"\x00", b"\xff", b"\xef\xbb\xbf", b"[", b"]", b"{", b"}", b":", b"null", b"NaN",
     b"-Infinity", b"1e999", BIG_DIGITS.encode(), b"true", b"<", b">", b"</", b"&", b"&amp;", b"&e;",
     b"<![CDATA[", b"]]>", b"<!--", b"[" * 3000, b"<a>" * 300,
 ]  # fmt: skip
-
-
-@st.composite
-def mutated(draw, seeds: list[bytes]) -> bytes:
-    """A seed file after a few byte and line edits: truncation, deletion, insertion, flips, swaps."""
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["truncate", "delete", "insert", "flip", "swap"]))
-        i = draw(st.integers(0, len(data)))
-        if op == "truncate":
-            del data[i:]
-        elif op == "delete":
-            del data[i : i + draw(st.integers(1, 8))]
-        elif op == "insert":
-            data[i:i] = draw(st.sampled_from(TOKENS) | st.binary(min_size=1, max_size=8))
-        elif op == "flip" and i < len(data):
-            data[i] ^= 1 << draw(st.integers(0, 7))
-        elif op == "swap":
-            lines = bytes(data).split(b"\n")
-            a, b = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, len(lines) - 1))
-            lines[a], lines[b] = lines[b], lines[a]
-            data = bytearray(b"\n".join(lines))
-    return bytes(data)
 
 
 JSON_SCALARS = (
@@ -500,7 +459,7 @@ def coco_texts(draw) -> bytes:
     """COCO JSON: a generated object (NaN and Infinity included), one with odd bytes, or a mutated file."""
     kind = draw(st.sampled_from(["object", "object", "mutated", "raw"]))
     if kind == "mutated":
-        return draw(mutated(coco_seeds()))
+        return draw(mutated(coco_seeds(), TOKENS))
     if kind == "raw":
         return draw(
             st.sampled_from(
@@ -570,7 +529,7 @@ def voc_xml_texts(draw, secret: Path) -> bytes:
     prolog = f'<?xml version="1.0" encoding="{declared}"?>' if declared else ""
     text = f"{prolog}{doctype}<{root}>{''.join(parts)}</{root.split()[0]}>"
     data = text.encode(encoding, "replace")
-    return draw(mutated([data])) if draw(st.integers(0, 4)) == 0 else data
+    return draw(mutated([data], TOKENS)) if draw(st.integers(0, 4)) == 0 else data
 
 
 IDS_LINES = st.lists(

@@ -16,9 +16,8 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import fuzz
+from conftest import fuzz, mutated, read_or_error
 from mlic.data import load_data, sources
-from mlic.data.manifest import Manifest
 from mlic.data.sources import (
     FORMATS,
     detect_format,
@@ -27,7 +26,7 @@ from mlic.data.sources import (
     read_multihot_csv,
     read_tags_csv,
 )
-from mlic.errors import ConfigError, DataError, MlicError
+from mlic.errors import ConfigError, DataError
 from mlic.schema import Attribute, LabelSchema
 
 
@@ -484,32 +483,6 @@ TOKENS = [
 ]  # fmt: skip
 
 
-@st.composite
-def mutated(draw, seeds: list[bytes]) -> bytes:
-    """A seed file after a few byte and line edits: truncation, deletion, insertion, flips, swaps."""
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["truncate", "delete", "insert", "flip", "swap", "repeat"]))
-        i = draw(st.integers(0, len(data)))
-        if op == "truncate":
-            del data[i:]
-        elif op == "delete":
-            del data[i : i + draw(st.integers(1, 8))]
-        elif op == "insert":
-            data[i:i] = draw(st.sampled_from(TOKENS) | st.binary(min_size=1, max_size=8))
-        elif op == "flip" and i < len(data):
-            data[i] ^= 1 << draw(st.integers(0, 7))
-        elif op in ("swap", "repeat"):
-            lines = bytes(data).split(b"\n")
-            a, b = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, len(lines) - 1))
-            if op == "swap":
-                lines[a], lines[b] = lines[b], lines[a]
-            else:
-                lines.insert(b, lines[a])
-            data = bytearray(b"\n".join(lines))
-    return bytes(data)
-
-
 def _encode(draw, text: str) -> bytes:
     data = text.encode("utf-8", "surrogatepass")
     if draw(st.booleans()):
@@ -589,31 +562,9 @@ OPTIONS = [  # options of load_data, most of them for CSV
 ]  # fmt: skip
 
 
-def check_manifest(m: Manifest) -> None:
-    """The invariants of every manifest a reader returns."""
-    n = len(m)
-    assert n > 0 and m.label_lists.shape == (n, m.schema.n_labels)
-    assert m.attributes.shape == (n, m.schema.n_attributes)
-    assert all(isinstance(p, str) and os.path.isabs(p) and "\x00" not in p for p in m.paths)
-    assert set(np.unique(m.labels).tolist()) <= {-1, 0, 1}
-
-
-def read_or_error(call, path: Path) -> Manifest | None:
-    """``call()``'s manifest, checked; None when it raised an MlicError naming ``path``; else fail."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            m = call()
-    except MlicError as e:
-        assert str(path) in str(e), f"the error does not name {path}: {e}"
-        return None
-    check_manifest(m)
-    return m
-
-
 @fuzz(1500)
 @given(
-    data=csv_texts() | jsonl_texts() | mutated(CSV_SEEDS + JSONL_SEEDS),
+    data=csv_texts() | jsonl_texts() | mutated(CSV_SEEDS + JSONL_SEEDS, TOKENS),
     name=st.sampled_from(["d.csv", "d.tsv", "d.txt", "d.jsonl", "d.ndjson", "d.json"]),
     format=st.sampled_from([None, None, "csv-tags", "csv-multihot", "jsonl"]),
     schema=st.sampled_from([None, None, FUZZ_SCHEMA]),
