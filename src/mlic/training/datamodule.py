@@ -31,8 +31,11 @@ class DataModule(L.LightningDataModule):
     """Train and validation manifests with their transforms and loaders.
 
     Decoding and augmentation run in ``num_workers`` processes (persistent
-    across epochs); ``cache`` holds the training images decoded (validation
-    reads the files, as prediction does); ``pin_memory`` speeds copies to a GPU.
+    across epochs); the training order and each sample's augmentation follow
+    from ``seed`` alone (``TrainSampler``, ``SeededSamples``), so that a run
+    resumes mid-epoch exactly. ``cache`` holds the training images decoded
+    (validation reads the files, as prediction does); ``pin_memory`` speeds
+    copies to a GPU.
     """
 
     def __init__(

@@ -134,8 +134,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         bad_log.unlink(missing_ok=True)
     atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
     checkpoints = run_dir / "checkpoints"
-    every = {"steps": config.checkpoint_steps, "minutes": config.checkpoint_minutes}
-    callbacks = checkpoint_callbacks(checkpoints, **every)
+    callbacks = checkpoint_callbacks(
+        checkpoints, steps=config.checkpoint_steps, minutes=config.checkpoint_minutes
+    )
     trainer = make_trainer(
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
