@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import shutil
@@ -10,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
+from mlic.artifact import load_artifact
 from mlic.data import multidigits
 from mlic.data.images import ImageDataset, Preprocessing, build_transform
 from mlic.errors import ArtifactError, ConfigError
@@ -253,3 +256,45 @@ def test_metrics_log_rewrites_the_whole_file_with_new_columns(tmp_path):
 
 def test_training_writes_no_hyperparameter_yaml(tiny_run):
     assert sorted(p.name for p in (tiny_run / "logs").iterdir()) == ["metrics.csv"]
+
+
+# -- a kill while an epoch is validated ----------------------------------------------------------
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL in-process: the run stops where it is, with its files as they are."""
+
+
+def validation_rows(run: Path) -> dict[int, str]:
+    """Each epoch's logged validation loss, over the run's first log and its resumed ones."""
+    rows = {}
+    for log in sorted(run.glob("logs/**/metrics.csv")):
+        for row in csv.DictReader(log.read_text().splitlines()):
+            if row.get("val/loss"):
+                rows[int(row["epoch"])] = row["val/loss"]
+    return rows
+
+
+def test_a_kill_during_validation_resumes_with_that_validation(tmp_path, monkeypatch):
+    """No mid-epoch checkpoint at an epoch's last batch: Lightning would resume from it past the
+    validation that had not run, and the best epoch could change."""
+    import mlic.training.run as run_module
+
+    class KillAtFirstValidation(Callback):
+        def on_validation_start(self, trainer, pl_module) -> None:
+            if trainer.global_step == 4:
+                raise Killed
+
+    options = {"demo_train": 128, "demo_val": 32, "batch_size": 32, "image_size": 32, "max_epochs": 2,
+               "checkpoint_steps": 2, "deterministic": True, "progress": False}  # fmt: skip
+    whole = load_artifact(train(out=str(tmp_path / "whole"), **options))
+    real = run_module.checkpoint_callbacks
+    killing = lambda *a, **k: [*real(*a, **k), KillAtFirstValidation()]  # noqa: E731
+    monkeypatch.setattr(run_module, "checkpoint_callbacks", killing)
+    with pytest.raises(Killed):
+        train(out=str(tmp_path / "killed"), **options)
+    monkeypatch.setattr(run_module, "checkpoint_callbacks", real)
+    resumed = load_artifact(train(resume=tmp_path / "killed"))
+    expected = validation_rows(tmp_path / "whole")
+    assert len(expected) == 2 and validation_rows(tmp_path / "killed") == expected
+    assert resumed.weights_sha256 == whole.weights_sha256

@@ -135,6 +135,20 @@ class MovedRun(Callback):
             state["dirpath"] = self.directory
 
 
+class MidEpochCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every few steps or minutes within an epoch, never at its last batch.
+
+    Lightning resumes from a checkpoint of an epoch's last batch as if that
+    epoch's validation had run, which it had not: the resumed run would skip it
+    and could choose another best epoch. The checkpoint written after that
+    validation comes a moment later anyway.
+    """
+
+    def on_train_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            super().on_train_batch_end(trainer, *args, **kwargs)
+
+
 def checkpoint_callbacks(directory: Path, *, steps: int = 0, minutes: float = 0.0) -> list[Callback]:
     """The run's checkpoint writers: best and last at each validation, last within epochs too.
 
@@ -157,5 +171,5 @@ def checkpoint_callbacks(directory: Path, *, steps: int = 0, minutes: float = 0.
         interval = timedelta(minutes=minutes)
         every = {"every_n_train_steps": steps} if steps > 0 else {"train_time_interval": interval}
         last_only = {"save_top_k": 0, "save_last": True, "enable_version_counter": False}
-        callbacks.append(ModelCheckpoint(dirpath=directory, **last_only, **every))
+        callbacks.append(MidEpochCheckpoint(dirpath=directory, **last_only, **every))
     return [*callbacks, RandomState(), MovedRun(directory)]
