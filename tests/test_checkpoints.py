@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -111,28 +112,25 @@ def test_random_state_round_trips_through_a_safe_checkpoint(tmp_path):
 
 def test_a_moved_runs_checkpoint_paths_follow_it(tmp_path):
     old, new = str(tmp_path / "old" / "checkpoints"), tmp_path / "new" / "checkpoints"
-    checkpoint = {
-        "callbacks": {
-            "ModelCheckpoint{'monitor': 'val/loss'}": {
-                "dirpath": old,
-                "best_model_path": old + "/best.ckpt",
-                "last_model_path": old + "/last.ckpt",
-                "kth_best_model_path": "",
-                "best_k_models": {old + "/best.ckpt": torch.tensor(0.5)},
-            },
-            "RandomState": {"dirpath": "untouched"},
+    writers = checkpoint_callbacks(new, steps=2)[:2]  # best, and the mid-epoch last
+    trainer = SimpleNamespace(checkpoint_callbacks=writers)
+    checkpoint = {"callbacks": {"RandomState": {"dirpath": "untouched"}}}
+    for writer in writers:
+        checkpoint["callbacks"][writer.state_key] = {
+            "dirpath": old,
+            "best_model_path": old + "/best.ckpt",
+            "last_model_path": old + "/last.ckpt",
+            "kth_best_model_path": "",
+            "best_k_models": {old + "/best.ckpt": torch.tensor(0.5)},
         }
-    }
-    MovedRun(new).on_load_checkpoint(None, None, checkpoint)
-    state = checkpoint["callbacks"]["ModelCheckpoint{'monitor': 'val/loss'}"]
-    assert state["dirpath"] == str(new.resolve()) and state["best_model_path"] == str(
-        new.resolve() / "best.ckpt"
-    )
-    assert list(state["best_k_models"]) == [str(new.resolve() / "best.ckpt")]
-    assert (
-        state["kth_best_model_path"] == ""
-        and checkpoint["callbacks"]["RandomState"]["dirpath"] == "untouched"
-    )
+    MovedRun(new).on_load_checkpoint(trainer, None, checkpoint)
+    new = new.resolve()
+    for writer in writers:
+        state = checkpoint["callbacks"][writer.state_key]
+        assert state["dirpath"] == str(new) and state["best_model_path"] == str(new / "best.ckpt")
+        assert state["last_model_path"] == str(new / "last.ckpt") and state["kth_best_model_path"] == ""
+        assert list(state["best_k_models"]) == [str(new / "best.ckpt")]
+    assert checkpoint["callbacks"]["RandomState"]["dirpath"] == "untouched"
 
 
 def test_checkpoint_intervals(tmp_path):

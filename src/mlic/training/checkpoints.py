@@ -120,8 +120,9 @@ class MovedRun(Callback):
         self.directory = os.path.realpath(directory)  # as ModelCheckpoint keeps it
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        keys = {callback.state_key for callback in trainer.checkpoint_callbacks}
         for key, state in checkpoint.get("callbacks", {}).items():
-            old = state.get("dirpath") if key.startswith("ModelCheckpoint") else None
+            old = state.get("dirpath") if key in keys else None
             if not old or old == self.directory:
                 continue
 
