@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny trained MultiDigits run, image folders written to disk, Chromium.
+"""Shared fixtures: small artifacts made on demand, a tiny trained MultiDigits run, image folders, Chromium.
 
 Helpers that are not fixtures live in ``helpers.py`` (``tests/`` is on ``sys.path``)."""
 
@@ -7,13 +7,80 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from helpers import TINY
+from mlic.artifact import Artifact, save_artifact
 from mlic.data import multidigits
+from mlic.data.images import Preprocessing
+from mlic.models import Classifier, ModelConfig, build_classifier
+from mlic.schema import Attribute, LabelSchema
+from mlic.thresholds import Decision
+
+SMALL_SCHEMA = LabelSchema(("cat", "dog", "bird"), (Attribute("size", ("s", "m", "l")),))
+"""The default schema of ``make_artifact``: three labels and one attribute."""
+
+
+@dataclass
+class Made:
+    """What ``make_artifact`` made: the folder, the saved artifact, and the model that was saved."""
+
+    path: Path
+    artifact: Artifact
+    model: Classifier
+
+
+def perturb_batchnorm(model: Classifier) -> None:
+    """Non-default BatchNorm statistics, so that buffers must travel with the weights."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+
+
+@pytest.fixture(scope="session")
+def make_artifact(tmp_path_factory) -> Callable[..., Made]:
+    """The one factory of small untrained artifacts for every test that needs one.
+
+    ``make_artifact(schema=SMALL_SCHEMA, *, head="linear", head_options=None, backbone="mlic_cnn",
+    preprocessing=32 x 32 without flips, decision=0.5 for every label (a ``Decision`` or per-label
+    thresholds), seed=0, tweak=None (a function that changes the model before it is saved, e.g.
+    ``perturb_batchnorm``), training=None, path=None (a new temporary folder))`` -> ``Made``.
+    """
+
+    def make(
+        schema: LabelSchema = SMALL_SCHEMA,
+        *,
+        head: str = "linear",
+        head_options: dict | None = None,
+        backbone: str = "mlic_cnn",
+        preprocessing: Preprocessing | None = None,
+        decision: Decision | np.ndarray | None = None,
+        seed: int = 0,
+        tweak: Callable[[Classifier], None] | None = None,
+        training: dict | None = None,
+        path: Path | None = None,
+    ) -> Made:
+        pre = preprocessing or Preprocessing(image_size=(32, 32), hflip=False)
+        torch.manual_seed(seed)
+        config = ModelConfig(backbone=backbone, head=head, head_kwargs=dict(head_options or {}))
+        model = build_classifier(schema, config, mean=pre.mean, std=pre.std)
+        if tweak is not None:
+            with torch.no_grad():
+                tweak(model)
+        model = model.eval()
+        rule = np.full(schema.n_labels, 0.5) if decision is None else decision
+        path = path or tmp_path_factory.mktemp("artifact") / "artifact"
+        return Made(path, save_artifact(path, model, pre, rule, training=training), model)
+
+    return make
 
 
 @pytest.fixture(scope="session")

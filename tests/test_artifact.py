@@ -28,7 +28,7 @@ from mlic.data.images import Preprocessing
 from mlic.errors import ArtifactError
 from mlic.models import ModelConfig, build_classifier
 from mlic.schema import Attribute, LabelSchema
-from mlic.thresholds import Decision
+from mlic.thresholds import POLICIES, Decision
 
 SCHEMA = LabelSchema(("cat", "dog", "bird"), (Attribute("size", ("s", "m", "l")),))
 PRE = Preprocessing(image_size=(32, 32), mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1), hflip=False)
@@ -90,7 +90,7 @@ def test_round_trip(artifact_dir):
     assert artifact.preprocessing == PRE
     assert artifact.model == ModelConfig()
     assert artifact.training == TRAINING
-    assert artifact.decision["policy"] == "fixed"
+    assert artifact.decision.policy == "fixed"
 
 
 def test_rebuilt_model_gives_identical_logits(tmp_path):
@@ -134,16 +134,45 @@ def test_load_accepts_artifact_run_dir_and_config_path(artifact_dir, which):
 
 def test_save_config_rewrites_atomically(artifact_dir):
     artifact = load_artifact(artifact_dir)
-    artifact.thresholds = np.array([0.1, 0.2, 0.3])
-    artifact.decision = {"policy": "top-k", "k": 2}
+    artifact.decision = Decision("top-k", np.array([0.1, 0.2, 0.3]), k=2)
     artifact.save_config()
     assert sorted(p.name for p in artifact_dir.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
     again = load_artifact(artifact_dir)
     np.testing.assert_array_equal(again.thresholds, [0.1, 0.2, 0.3])
-    assert again.decision == {"policy": "top-k", "k": 2}
-    assert again.decider().k == 2
+    assert again.decision.to_dict() == {
+        "policy": "top-k",
+        "k": 2,
+        "min_precision": None,
+        "min_positives": None,
+    }
+    assert again.decision.k == 2
     assert again.weights_sha256 == artifact.weights_sha256
     again.build_model()  # the checksum still matches the weights
+
+
+OLD_RULES = [None, {"policy": "fixed"}, {"policy": "per-label", "calibrated_on": "v"}]
+
+
+@pytest.mark.parametrize("decision", OLD_RULES)
+def test_older_mlic_json_layouts_load_as_one_decision_rule(artifact_dir, decision):
+    """Artifacts written before the rule became one object: no ``decision``, or one without ``k`` and the
+    precision settings. They load, decide by their thresholds, and keep unknown keys."""
+    config = artifact_dir / CONFIG_FILE
+    data = json.loads(config.read_text())
+    if decision is None:
+        del data["decision"]
+    else:
+        data["decision"] = decision
+    config.write_text(json.dumps(data))
+    artifact = load_artifact(artifact_dir)
+    assert artifact.decision.policy == (decision or {"policy": "per-label"})["policy"]
+    np.testing.assert_array_equal(artifact.decision.thresholds, THRESHOLDS)
+    scores = np.array([[0.0, 0.5, 1.0]])
+    np.testing.assert_array_equal(artifact.decision.decide(scores), scores >= THRESHOLDS)
+    artifact.save_config()
+    assert {k: v for k, v in json.loads(config.read_text())["decision"].items() if v is not None} == (
+        decision or {"policy": "per-label"}
+    )
 
 
 def test_save_over_an_existing_artifact(artifact_dir):
@@ -324,7 +353,7 @@ def test_fuzz_mlic_json_damage_is_an_artifact_error_or_harmless(pristine, data, 
     try:
         artifact = load_artifact(folder)
         model = artifact.build_model()
-        artifact.decider()
+        assert artifact.decision.policy in POLICIES
     except ArtifactError as e:
         assert str(folder) in str(e)
         return

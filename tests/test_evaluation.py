@@ -93,8 +93,8 @@ def artifact_copy(tiny_run, tmp_path):
 def test_calibrate_rewrites_the_artifact_thresholds(artifact_copy, policy, options):
     result = calibrate(artifact_copy, "demo", policy, demo_samples=100, **options)
     artifact = load_artifact(artifact_copy)
-    assert artifact.decision["policy"] == policy
-    assert artifact.decision["calibration_images"] == 100
+    assert artifact.decision.policy == policy
+    assert artifact.decision.source["calibration_images"] == 100
     assert list(artifact.thresholds) == list(result["thresholds"].values())
     if policy in ("global", "fixed"):
         assert len(set(artifact.thresholds)) == 1

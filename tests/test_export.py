@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import mlic
 from mlic.artifact import CONFIG_FILE, WEIGHTS_FILE, load_artifact, save_artifact
 from mlic.data.images import Preprocessing
 from mlic.errors import ArtifactError, ConfigError, DataError
-from mlic.export import ONNX_FILE, OnnxModel, export, export_onnx, providers_for
+from mlic.export import export, export_onnx
+from mlic.inference.onnx_runtime import ONNX_FILE, OnnxModel, providers_for
 from mlic.models import ModelConfig, build_classifier
 from mlic.predict import Predictor, find_images, load
 from mlic.schema import Attribute, LabelSchema
@@ -136,7 +138,7 @@ def test_record_in_mlic_json(exported):
 def test_rewriting_mlic_json_keeps_the_record(exported, tmp_path):
     folder = shutil.copytree(exported["linear"], tmp_path / "a")
     artifact = load_artifact(folder)
-    artifact.thresholds = np.array([0.1, 0.2, 0.3, 0.4])  # as calibrate does
+    artifact.decision = replace(artifact.decision, thresholds=np.array([0.1, 0.2, 0.3, 0.4]))  # as calibrate
     artifact.save_config()
     again = load_artifact(folder)
     assert again.exports == artifact.exports

@@ -15,7 +15,8 @@ from mlic.data.images import Preprocessing
 from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError, DataError
 from mlic.models import build_classifier
-from mlic.predict import Predictor, find_images, load, probabilities
+from mlic.models.outputs import probabilities
+from mlic.predict import Predictor, find_images, load
 from mlic.schema import Attribute, LabelSchema
 
 SCHEMA = LabelSchema(

@@ -1,16 +1,21 @@
 """The artifact: everything needed to use a trained model, in one directory.
 
 ``model.safetensors`` holds the weights; ``mlic.json`` holds the schema, the
-model and preprocessing config, the per-label thresholds, a checksum of the
-weights and a training summary. Predict, evaluate, calibrate, export and serve
-read artifacts and nothing else. Loading never unpickles anything.
+model and preprocessing config, the decision rule (its per-label thresholds
+under ``thresholds``, the rest under ``decision``), a checksum of the weights
+and a training summary. Predict, evaluate, calibrate, export and serve read
+artifacts and nothing else. Loading never unpickles anything.
+
+In memory the decision rule is one ``Decision`` (``Artifact.decision``); the
+file keeps the layout of format version 1, so artifacts written before and
+after this layout read both ways.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +45,17 @@ class Artifact:
     schema: LabelSchema
     model: ModelConfig
     preprocessing: Preprocessing
-    thresholds: np.ndarray
-    decision: dict = field(default_factory=lambda: {"policy": "per-label"})
-    """How scores become labels: ``policy`` (per-label, global, fixed, top-k) and its parameters."""
+    decision: Decision
+    """How scores become labels: policy (per-label, global, fixed, top-k), thresholds, k, and where chosen."""
     training: dict = field(default_factory=dict)
     weights_sha256: str = ""
     exports: dict = field(default_factory=dict)
     """Exported copies of the model by format (``{"onnx": {"file", "sha256", ...}}``; see ``mlic.export``)."""
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The per-label thresholds of the decision rule."""
+        return self.decision.thresholds
 
     def build_model(self) -> Classifier:
         """The network with the artifact's weights, in eval mode, on CPU."""
@@ -78,18 +87,14 @@ class Artifact:
             "schema": self.schema.to_dict(),
             "model": self.model.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
-            "thresholds": dict(zip(self.schema.labels, map(float, self.thresholds))),
-            "decision": self.decision,
+            "thresholds": dict(zip(self.schema.labels, map(float, self.decision.thresholds))),
+            "decision": self.decision.to_dict(),
             "weights": {"file": WEIGHTS_FILE, "sha256": self.weights_sha256},
             "training": self.training,
         }
         if self.exports:  # absent when empty, so an artifact without exports reads as before
             data["exports"] = self.exports
         return data
-
-    def decider(self) -> Decision:
-        """The artifact's decision rule, ready to apply to label probabilities."""
-        return Decision(self.decision.get("policy", "per-label"), self.thresholds, self.decision.get("k"))
 
     def save_config(self) -> None:
         """Rewrite ``mlic.json`` atomically (e.g. after new thresholds were chosen)."""
@@ -110,6 +115,7 @@ def save_artifact(
     """
     if not isinstance(decision, Decision):
         decision = Decision("per-label", np.asarray(decision, dtype=np.float64))
+    decision = replace(decision, thresholds=np.asarray(decision.thresholds, dtype=np.float64))
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -119,8 +125,7 @@ def save_artifact(
         model.schema,
         model.config,
         preprocessing,
-        np.asarray(decision.thresholds, dtype=np.float64),
-        decision.to_dict(),
+        decision,
         training or {},
         sha256_file(path / WEIGHTS_FILE),
     )
@@ -157,19 +162,16 @@ def load_artifact(path: str | Path) -> Artifact:
     try:
         schema = LabelSchema.from_dict(data["schema"])
         thresholds = np.array([_number(data["thresholds"][name]) for name in schema.labels], dtype=np.float64)
-        artifact = Artifact(
+        return Artifact(
             path,
             schema,
             _model_config(data["model"]),
             _preprocessing(data["preprocessing"]),
-            thresholds,
-            dict(data.get("decision") or {"policy": "per-label"}),
+            _decision(data.get("decision"), thresholds),
             _mapping(data.get("training", {}), "training"),
             _text(_mapping(data.get("weights", {}), "weights").get("sha256", ""), "weights.sha256"),
             _exports(data.get("exports")),
         )
-        _decision(artifact)
-        return artifact
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ArtifactError(f"{config_file}: missing or malformed field ({e!r})") from None
 
@@ -229,13 +231,16 @@ def _preprocessing(value: object) -> Preprocessing:
     return pre
 
 
-def _decision(artifact: Artifact) -> None:
-    """The ``decision`` field makes a valid rule (``Artifact.decider``)."""
-    policy, k = artifact.decision.get("policy"), artifact.decision.get("k")
+def _decision(value: object, thresholds: np.ndarray) -> Decision:
+    """The ``decision`` field and the thresholds as one rule (``per-label`` when the field is absent)."""
+    rest = dict(_mapping(value or {"policy": "per-label"}, "decision"))
+    policy, k = rest.pop("policy", None), rest.pop("k", None)
     if policy not in POLICIES:
         raise ValueError(f"decision.policy must be one of {POLICIES}, got {policy!r}")
     if policy == "top-k" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
         raise ValueError(f"decision.k must be a positive integer for top-k, got {k!r}")
+    min_precision, min_positives = rest.pop("min_precision", None), rest.pop("min_positives", None)
+    return Decision(policy, thresholds, k, min_precision, min_positives, source=rest)
 
 
 def _exports(value: object) -> dict:

@@ -27,3 +27,7 @@ class ArtifactError(MlicError):
 
 class ConfigError(MlicError, ValueError):
     """An option has a value that mlic does not accept."""
+
+
+class MissingExtraError(MlicError, ImportError):
+    """An optional part of mlic (serving, ONNX) is used without its extra installed; the message names it."""

@@ -7,13 +7,16 @@ under ``"at_0.5"``, at 0.5, so the gain from calibrated thresholds is visible.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from mlic.data import Manifest, load_data
+from mlic.data.formats import load_data
+from mlic.data.manifest import Manifest
 from mlic.metrics import evaluate_arrays
-from mlic.predict import Predictor, Probabilities, load
+from mlic.models.outputs import Probabilities
+from mlic.predict import Predictor, load
 from mlic.thresholds import UNREACHABLE, Decision, choose_thresholds
 
 THRESHOLDED = (
@@ -49,12 +52,12 @@ def evaluate(
     """
     predictor = _predictor(artifact, batch_size, num_workers)
     manifest, probs = _predict(predictor, data, "test", demo_samples, seed, source_options)
-    figures = decision_figures(manifest, probs, predictor.artifact.decider())
+    figures = decision_figures(manifest, probs, predictor.artifact.decision)
     at_half = decision_figures(manifest, probs, Decision("fixed", np.full(manifest.schema.n_labels, 0.5)))
     figures["at_0.5"] = {k: at_half[k] for k in THRESHOLDED}
     figures["artifact"] = str(predictor.artifact.path)
     figures["data"] = str(data)
-    figures["decision"] = predictor.artifact.decision
+    figures["decision"] = predictor.artifact.decision.to_dict()
     figures["ignored"] = manifest.meta.get("dropped", [])
     figures["model"] = {**predictor.artifact.model.to_dict(), "loss": predictor.artifact.training.get("loss")}
     if report is not None:
@@ -92,7 +95,7 @@ def calibrate(
     """
     predictor = _predictor(artifact, batch_size, num_workers)
     manifest, probs = _predict(predictor, data, "val", demo_samples, seed, source_options)
-    before = decision_figures(manifest, probs, predictor.artifact.decider())
+    before = decision_figures(manifest, probs, predictor.artifact.decision)
     decision = choose_thresholds(
         manifest.labels,
         probs.labels,
@@ -104,15 +107,15 @@ def calibrate(
     )
     after = decision_figures(manifest, probs, decision)
     target = predictor.artifact
-    target.thresholds = decision.thresholds
-    target.decision = {**decision.to_dict(), "calibrated_on": str(data), "calibration_images": len(manifest)}
+    source = {"calibrated_on": str(data), "calibration_images": len(manifest)}
+    target.decision = replace(decision, source=source)
     target.save_config()
     labels = manifest.schema.labels
     return {
         "artifact": str(target.path),
         "data": str(data),
         "n_samples": len(manifest),
-        "decision": target.decision,
+        "decision": target.decision.to_dict(),
         "before": {key: before[key] for key in THRESHOLDED},
         "after": {key: after[key] for key in THRESHOLDED},
         "thresholds": dict(zip(labels, map(float, decision.thresholds))),

@@ -1,8 +1,9 @@
 """ONNX export of an artifact's classifier, checked against PyTorch with ONNX Runtime.
 
 ``export_onnx(artifact)`` writes ``model.onnx`` into the artifact directory and
-records it under ``exports.onnx`` in ``mlic.json``; ``OnnxModel`` runs it for
-``Predictor(..., runtime="onnx")``. One format serves predict, evaluate and serve:
+records it under ``exports.onnx`` in ``mlic.json``; ``mlic.inference.onnx_runtime``
+runs it for ``Predictor(..., runtime="onnx")``. Needs the ``onnx`` extra. One
+format serves predict, evaluate and serve:
 
 - input ``images``: uint8 ``[batch, 3, H, W]`` raw RGB pixels at the artifact's
   input size, batch dynamic. Normalisation (mean / std) is inside the graph, as
@@ -40,14 +41,13 @@ import numpy as np
 import torch
 
 from mlic.artifact import Artifact, load_artifact
-from mlic.errors import ArtifactError, ConfigError, DataError
+from mlic.errors import ArtifactError, ConfigError
+from mlic.extras import require
 from mlic.fileio import atomic_write_bytes
+from mlic.inference.onnx_runtime import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, first_line, session
 from mlic.models import Classifier
 from mlic.schema import LabelSchema
 
-ONNX_FILE = "model.onnx"
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 MIN_OPSET = 18
 """The dynamo exporter's oldest opset; older ones are not converted reliably."""
 CHECK_BATCH_SIZES = (1, 5)
@@ -81,6 +81,7 @@ def export_onnx(
     opset, measured difference, versions); exporting again replaces both.
     """
     _check_options(opset, batch_size, atol)
+    require("onnx", "ONNX export")
     artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     model = artifact.build_model()
     data = _to_onnx(model, artifact, opset, batch_size)
@@ -155,7 +156,7 @@ def _to_onnx(model: Classifier, artifact: Artifact, opset: int | None, batch_siz
     except Exception as e:  # the exporter raises many types; the cause stays chained
         raise ArtifactError(
             f"{artifact.path}: ONNX export of {artifact.model.backbone} + {artifact.model.head} failed: "
-            f"{type(e).__name__}: {_first_line(e)}"
+            f"{type(e).__name__}: {first_line(e)}"
         ) from e
 
 
@@ -190,7 +191,7 @@ def parity(
     Runs on CPU at each of ``batch_sizes``, so a batch axis that the export fixed
     fails too. The error names the batch size and the output with the largest difference.
     """
-    session = _session(data, ["CPUExecutionProvider"], "the exported model")
+    ort = session(data, ["CPUExecutionProvider"], "the exported model")
     generator = torch.Generator().manual_seed(seed)
     worst = 0.0
     for n in batch_sizes:
@@ -198,7 +199,7 @@ def parity(
         with torch.inference_mode():
             expected = model(images).float().numpy()
         try:
-            got = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
+            got = ort.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
         except Exception as e:
             raise ArtifactError(f"ONNX Runtime cannot run the exported model at batch size {n}: {e}") from e
         diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
@@ -245,80 +246,3 @@ def _record(artifact: Artifact, data: bytes, opset: int, max_diff: float | None,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else "(no message)"
-
-
-# -- runtime ---------------------------------------------------------------------------------------
-def onnx_bytes(artifact: Artifact) -> bytes:
-    """The bytes of the artifact's ``model.onnx``, after checking its record, checksum and weights."""
-    record = artifact.exports.get("onnx")
-    if not isinstance(record, dict) or not record.get("file"):
-        raise ArtifactError(
-            f"{artifact.path}: the artifact has no ONNX export; run `mlic export {artifact.path} "
-            f"--format onnx` first"
-        )
-    path = artifact.path / str(record["file"])
-    if not path.is_file():
-        raise ArtifactError(f"{path}: the ONNX file named in mlic.json is missing; export again")
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-        raise ArtifactError(
-            f"{path}: checksum does not match mlic.json; the file is corrupt or was replaced; export again"
-        )
-    if record.get("weights_sha256") and record["weights_sha256"] != artifact.weights_sha256:
-        raise ArtifactError(
-            f"{path}: exported from other weights than the artifact's model.safetensors; export again"
-        )
-    return data
-
-
-def _session(data: bytes, providers: list[str], what: str):
-    """An ONNX Runtime session with default options (threads: ORT's defaults, all cores)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: ORT's warnings are about its own graph rewrites
-    try:
-        return onnxruntime.InferenceSession(data, options, providers=providers)
-    except Exception as e:
-        raise ArtifactError(f"ONNX Runtime cannot load {what}: {_first_line(e)}") from e
-
-
-def providers_for(device: str | torch.device) -> list[str]:
-    """ONNX Runtime execution providers for a torch-style device: CPU, or CUDA (with CPU fallback)."""
-    import onnxruntime
-
-    kind = torch.device(device).type
-    if kind == "cpu":
-        return ["CPUExecutionProvider"]
-    available = onnxruntime.get_available_providers()
-    if kind == "cuda" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise ConfigError(
-        f"device {str(device)!r} has no ONNX Runtime provider here (available: {', '.join(available)}); "
-        "use device 'cpu', or install onnxruntime-gpu for 'cuda'"
-    )
-
-
-class OnnxModel:
-    """The artifact's ``model.onnx`` under ONNX Runtime, called like the ``Classifier``.
-
-    ``model(images)``: uint8 ``[B, 3, H, W]`` at the artifact's input size ->
-    float32 logits ``[B, num_outputs]`` on CPU. Loading checks the file's
-    checksum against ``mlic.json``.
-    """
-
-    def __init__(self, artifact: Artifact, *, device: str | torch.device = "cpu") -> None:
-        self.artifact = artifact
-        self.schema = artifact.schema
-        self.session = _session(onnx_bytes(artifact), providers_for(device), str(artifact.path / ONNX_FILE))
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype != torch.uint8:
-            raise DataError(f"the ONNX model takes uint8 images, got {images.dtype}")
-        batch = np.ascontiguousarray(images.detach().cpu().numpy())
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0])

@@ -173,7 +173,7 @@ class Service:
         if threshold is not None:
             return {"policy": "fixed", "threshold": threshold, "source": "query"}
         own = self.predictor.artifact.decision
-        return {"policy": own.get("policy", "per-label"), "k": own.get("k"), "source": "artifact"}
+        return {"policy": own.policy, "k": own.k, "source": "artifact"}
 
     def schema(self) -> dict:
         """What ``GET /schema`` answers: everything a client needs to read predictions, and no paths."""
@@ -182,8 +182,8 @@ class Service:
                     if k in artifact.training}  # fmt: skip
         return {
             **artifact.schema.to_dict(),
-            "thresholds": dict(zip(artifact.schema.labels, map(float, artifact.thresholds))),
-            "decision": artifact.decision,
+            "thresholds": dict(zip(artifact.schema.labels, map(float, artifact.decision.thresholds))),
+            "decision": artifact.decision.to_dict(),
             "model": artifact.model.to_dict(),
             "preprocessing": artifact.preprocessing.to_dict(),
             "training": training,

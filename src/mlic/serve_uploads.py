@@ -5,7 +5,7 @@ arrives, so an oversized upload is refused as soon as it passes the limit (at
 once when its ``Content-Length`` says so). Files are held in memory, never
 written to disk, and a file name is only cleaned and echoed back. Only PNG,
 JPEG, GIF, BMP, TIFF and WebP reach Pillow (sniffed from the first bytes), and
-they are decoded as ``mlic.data.images.read_image`` decodes files, the pixel
+they are decoded by ``mlic.data.images.decode_image``, as files are, the pixel
 limit checked from the header before decoding. Every refusal is an
 ``ApiError`` that ``mlic.serve`` answers as JSON.
 """
@@ -23,7 +23,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from mlic.data.images import exif_orient, open_image, pil_to_tensor, reading
+from mlic.data.images import ImageFormatError, ImageTooLargeError, decode_image
 from mlic.errors import DataError
 
 FIELD = "files"
@@ -152,17 +152,6 @@ async def read_uploads(request: Request, max_upload_bytes: int, max_files: int) 
 
 
 # -- decoding -----------------------------------------------------------------------------
-class _Bytes(io.BytesIO):
-    """Uploaded bytes that print as the file's name, so that decoding errors name the upload."""
-
-    def __init__(self, data: bytes | bytearray, shown: str) -> None:
-        super().__init__(data)
-        self.shown = shown
-
-    def __str__(self) -> str:
-        return self.shown
-
-
 def sniff_format(data: bytes | bytearray) -> str | None:
     """The image format that ``data`` starts like (one of ``UPLOAD_FORMATS``), or None."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
@@ -171,38 +160,29 @@ def sniff_format(data: bytes | bytearray) -> str | None:
 
 
 def decode_upload(upload: Upload, shown: str, max_pixels: int | None, min_side: int | None) -> torch.Tensor:
-    """An uploaded image as a uint8 RGB tensor ``[3, H, W]``, decoded as ``read_image`` decodes files.
+    """An uploaded image as a uint8 RGB tensor ``[3, H, W]``, by ``decode_image`` as files are decoded.
 
     Only the formats of ``UPLOAD_FORMATS`` reach Pillow (sniffed from the first
-    bytes), so no other plugin ever parses client data.
+    bytes, then checked against what Pillow found), so no other plugin ever
+    parses client data. No limit of ours (None) leaves Pillow's: the twice
+    ``PIL.Image.MAX_IMAGE_PIXELS`` that Pillow refuses (``decode_image`` given
+    None would lift Pillow's limit too, for the whole process).
     """
     if sniff_format(upload.data) is None:
         raise ApiError(415, "not_an_image", f"{shown}: not a PNG, JPEG, GIF, BMP, TIFF or WebP image")
-    source = _Bytes(upload.data, shown)
-    try:
-        with reading(source), _open(source, max_pixels) as image:
-            if image.format not in UPLOAD_FORMATS:
-                raise ApiError(415, "not_an_image", f"{shown}: {image.format} images are not accepted")
-            if min_side:
-                image.draft("RGB", (min_side, min_side))
-            image.load()  # first, so that a truncated file fails here and never reads as half an image
-            return pil_to_tensor(exif_orient(image))
-    except DataError as e:
-        raise ApiError(400, "corrupt_image", str(e)) from None
-
-
-def _open(source: _Bytes, max_pixels: int | None):
-    """``open_image``, with its pixel-limit refusal as a 413 (other failures reach ``reading``).
-
-    No limit of ours (None) leaves Pillow's: the twice ``PIL.Image.MAX_IMAGE_PIXELS`` that Pillow
-    refuses. (``open_image`` given None would lift Pillow's limit too, for the whole process.)
-    """
     if max_pixels is None and Image.MAX_IMAGE_PIXELS:
         max_pixels = 2 * Image.MAX_IMAGE_PIXELS
+    stream = io.BytesIO(upload.data)
     try:
-        return open_image(source, max_pixels)
-    except DataError as e:
+        return decode_image(
+            stream, min_side=min_side, max_pixels=max_pixels, formats=UPLOAD_FORMATS, name=shown
+        )
+    except ImageTooLargeError as e:
         raise ApiError(413, "image_too_large", str(e)) from None
+    except ImageFormatError as e:
+        raise ApiError(415, "not_an_image", str(e)) from None
+    except DataError as e:
+        raise ApiError(400, "corrupt_image", str(e)) from None
 
 
 def display_name(upload: Upload, i: int) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -158,10 +158,13 @@ def global_threshold(y_true: Any, y_score: Any, default: float = 0.5) -> float:
 
 @dataclass
 class Decision:
-    """How scores become labels; saved in the artifact as ``decision`` beside the thresholds.
+    """How scores become labels: the artifact's one decision rule (``mlic.json``'s ``decision`` and
+    ``thresholds``).
 
     ``policy`` is one of ``POLICIES``; ``thresholds`` are per label (top-k
     keeps them for reference but decides by rank); ``k`` is set for top-k.
+    ``source`` says where the rule was chosen (``calibrated_on``,
+    ``calibration_images``) and travels with it.
     """
 
     policy: str
@@ -169,6 +172,7 @@ class Decision:
     k: int | None = None
     min_precision: float | None = None
     min_positives: int | None = None
+    source: dict = field(default_factory=dict)
 
     def decide(self, y_score: Any) -> np.ndarray:
         """Bool ``[n_samples, n_labels]`` decisions under this policy."""
@@ -177,11 +181,13 @@ class Decision:
         return apply_thresholds(y_score, self.thresholds)
 
     def to_dict(self) -> dict:
+        """The rule without its thresholds (``mlic.json`` keeps those by label name)."""
         return {
             "policy": self.policy,
             "k": self.k,
             "min_precision": self.min_precision,
             "min_positives": self.min_positives,
+            **self.source,
         }
 
 

@@ -31,7 +31,7 @@ from mlic.training.datamodule import (
     validation_split,
 )
 from mlic.training.module import MultiLabelModule, build_loss, validation_figures, warmup_cosine
-from mlic.training.run import BAD_IMAGES_FILE, finish, is_global_zero, predict_loader, train
+from mlic.training.run import BAD_IMAGES_FILE, finish, is_global_zero, train
 
 __all__ = [
     "BAD_IMAGES_FILE",
@@ -49,7 +49,6 @@ __all__ = [
     "load_splits",
     "loss_summary",
     "parse_devices",
-    "predict_loader",
     "read_run_config",
     "resolve_precision",
     "resolve_preprocessing",

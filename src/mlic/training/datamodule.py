@@ -74,12 +74,12 @@ class DataModule(L.LightningDataModule):
             **self._loader_options(images),
         )
 
-    def val_dataloader(self, whole: bool = False) -> DataLoader:
-        """This process's share of the validation images; all of them with ``whole`` (for thresholds)."""
+    def val_dataloader(self) -> DataLoader:
+        """This process's share of the validation images."""
         images = ImageDataset(self.val_manifest, self.eval_transform, decoding=self.decoding)
         trainer = self.trainer
         sampler = None
-        if not whole and trainer is not None and trainer.world_size > 1:
+        if trainer is not None and trainer.world_size > 1:
             sampler = ShardSampler(len(images), trainer.world_size, trainer.global_rank)
         return DataLoader(images, sampler=sampler, **self._loader_options(images))
 

@@ -8,11 +8,11 @@ import lightning as L
 import numpy as np
 import torch
 
-from mlic.data import Manifest
+from mlic.data.manifest import Manifest
 from mlic.losses import SchemaLoss, create_label_loss, create_missing_policy
 from mlic.metrics import attribute_scores, mean_average_precision, multilabel_scores
 from mlic.models import Classifier
-from mlic.predict import Probabilities, probabilities
+from mlic.models.outputs import Probabilities, probabilities
 from mlic.training.config import TrainConfig
 
 

@@ -9,11 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader
 
 from mlic.artifact import Artifact, save_artifact
 from mlic.data import DEMO
@@ -21,13 +19,14 @@ from mlic.data.images import (
     Decoding,
     Preprocessing,
     decode_size,
+    manifest_images,
     tidy_bad_images,
     worker_error,
 )
 from mlic.errors import ConfigError, DataError
 from mlic.fileio import atomic_write_text
+from mlic.inference import run_batches
 from mlic.models import Classifier, ModelConfig, build_classifier
-from mlic.predict import Probabilities, probabilities
 from mlic.thresholds import choose_thresholds
 from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_callbacks, load_checkpoint
 from mlic.training.config import (
@@ -198,9 +197,22 @@ def finish(
     trainer: L.Trainer,
     seconds: float,
 ) -> Artifact:
-    """Choose per-label thresholds on validation and write the artifact."""
+    """Choose per-label thresholds on the whole validation set and write the artifact.
+
+    The validation images go through the batch runner as prediction runs them,
+    so the thresholds are chosen on the probabilities the artifact will give.
+    """
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
-    probs, labels, attributes = predict_loader(model, data.val_dataloader(whole=True))
+    val = data.val_manifest
+    outputs = run_batches(
+        model, manifest_images(val), data.eval_transform, data.decoding, num_outputs=model.schema.num_outputs,
+        batch_size=data.batch_size, num_workers=data.num_workers, targets=val,
+    )  # fmt: skip
+    read = outputs.read
+    if not read.any():
+        raise DataError("no validation image could be decoded")
+    probs = outputs.probabilities(model.schema).rows(read)
+    labels, attributes = outputs.labels[read], outputs.attributes[read]
     decision = choose_thresholds(labels, probs.labels, "per-label")
     figures = validation_figures(model.schema.attribute_names, probs, labels, attributes)
     summary = {
@@ -216,25 +228,3 @@ def finish(
         "config": asdict(config),
     }
     return save_artifact(path, model, preprocessing, decision, training=summary)
-
-
-@torch.inference_mode()
-def predict_loader(model: Classifier, loader: DataLoader) -> tuple[Probabilities, np.ndarray, np.ndarray]:
-    logits, labels, attributes = [], [], []
-    try:
-        for batch in loader:
-            if batch is None:  # every image of the batch was unreadable and skipped
-                continue
-            images, y, a = batch
-            logits.append(model(images).float())
-            labels.append(y)
-            attributes.append(a)
-    except DataError as e:
-        raise worker_error(e) from None
-    if not logits:
-        raise DataError("no validation image could be decoded")
-    return (
-        probabilities(model.schema, torch.cat(logits)),
-        torch.cat(labels).numpy(),
-        torch.cat(attributes).numpy(),
-    )

@@ -125,43 +125,67 @@ class Collate:
             return None
         images = default_collate([s[0] for s in samples])  # in a worker, straight into shared memory
         attributes = torch.stack([s[2] for s in samples])
-        labels = torch.full((len(samples), self.n_labels), self.fill, dtype=torch.int8)
-        rows = torch.cat([torch.full((len(s[1][0]),), i, dtype=torch.int64) for i, s in enumerate(samples)])
-        columns = torch.cat([s[1][0] for s in samples]).long()
-        labels[rows, columns] = torch.cat([s[1][1] for s in samples])
-        return images, labels, attributes
+        return images, dense_labels([s[1] for s in samples], self.n_labels, self.fill), attributes
+
+
+def dense_labels(rows: list[tuple[torch.Tensor, torch.Tensor]], n_labels: int, fill: int) -> torch.Tensor:
+    """The int8 ``[B, n_labels]`` targets of a batch from each sample's label list (indices, values)."""
+    labels = torch.full((len(rows), n_labels), fill, dtype=torch.int8)
+    if rows:
+        which = torch.cat([torch.full((len(r[0]),), i, dtype=torch.int64) for i, r in enumerate(rows)])
+        labels[which, torch.cat([r[0] for r in rows]).long()] = torch.cat([r[1] for r in rows])
+    return labels
 
 
 class InputImages(Dataset):
-    """Images to predict on, as ``(image, None)``; ``(None, error)`` if unreadable and skipped.
+    """Images to run a model on, as ``(image, None)``; ``(None, error)`` if unreadable and skipped.
 
     Rows always match the inputs: a skipped image keeps its place, with its
-    error, so that predictions line up with what the caller passed. With a
-    ``bad_log``, skipped files are listed there too.
+    error, so that outputs line up with what the caller passed. With a
+    ``bad_log``, skipped files are listed there too. With ``targets`` (the
+    manifest the images come from), each sample also carries its label list
+    and attribute targets, and batches their dense rows (as ``Collate`` makes
+    them), so that targets travel batch by batch and never as one matrix.
     """
 
-    def __init__(self, images: Sequence[ImageInput], transform: v2.Compose, decoding: Decoding) -> None:
-        self.images, self.transform, self.decoding = images, transform, decoding
+    def __init__(
+        self,
+        images: Sequence[ImageInput],
+        transform: v2.Compose,
+        decoding: Decoding,
+        targets: Manifest | None = None,
+    ) -> None:
+        self.images, self.transform, self.decoding, self.targets = images, transform, decoding, targets
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, str | None]:
+    def __getitem__(self, i: int) -> tuple:
         try:
-            image = self.decoding.decode(self.images[i])
+            image = self.transform(self.decoding.decode(self.images[i]))
+            error = None
         except DataError as e:
             if self.decoding.bad_images == "fail":
                 raise
             if isinstance(self.images[i], str):
                 log_bad_image(self.decoding.bad_log, self.images[i], str(e))
-            return None, str(e)
-        return self.transform(image), None
+            image, error = None, str(e)
+        if self.targets is None:
+            return image, error
+        indices, values = self.targets.label_lists.row(i)
+        row = (torch.from_numpy(indices), torch.from_numpy(values))
+        return image, error, row, torch.from_numpy(self.targets.attributes[i])
 
-    @staticmethod
-    def collate(samples: list) -> tuple[torch.Tensor | None, list[str | None]]:
-        """The readable images stacked (None if there are none), and each sample's error or None."""
+    def collate(self, samples: list) -> tuple:
+        """The readable images stacked (None if there are none), each sample's error or None, and with
+        ``targets`` the batch's label targets ``[B, L]`` and attribute targets ``[B, A]``."""
         images = [s[0] for s in samples if s[0] is not None]
-        return (torch.stack(images) if images else None), [s[1] for s in samples]
+        batch = ((torch.stack(images) if images else None), [s[1] for s in samples])
+        if self.targets is None:
+            return batch
+        lists = self.targets.label_lists
+        labels = dense_labels([s[2] for s in samples], lists.shape[1], lists.fill)
+        return (*batch, labels, torch.stack([s[3] for s in samples]))
 
 
 def worker_error(error: DataError) -> DataError:

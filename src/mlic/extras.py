@@ -1,0 +1,29 @@
+"""Optional dependencies: serving and ONNX are extras of the package, checked before they are used.
+
+``pip install -e .`` trains, evaluates and predicts; ``.[serve]`` adds the
+HTTP server (FastAPI, uvicorn, python-multipart), ``.[onnx]`` the ONNX export
+and runtime (onnx, onnxscript, onnxruntime), ``.[all]`` both. A missing extra
+is a ``MissingExtraError`` that names it, raised before anything is imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from mlic.errors import MissingExtraError
+
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "serve": ("fastapi", "uvicorn", "python_multipart"),
+    "onnx": ("onnx", "onnxscript", "onnxruntime"),
+}
+"""The modules each extra installs (import names)."""
+
+
+def require(extra: str, purpose: str) -> None:
+    """Raise ``MissingExtraError`` naming ``extra`` unless all of its modules can be imported."""
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtraError(
+            f"{purpose} needs the {extra!r} extra ({', '.join(missing)} not installed): "
+            f"pip install 'mlic[{extra}]'"
+        )
