@@ -754,7 +754,8 @@ def test_page_in_headless_chromium(live, digit_files, tmp_path, chromium):
     page.on("request", lambda r: requests.append(r.url))
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{live}/", wait_until="load")
-    page.wait_for_function("document.getElementById('meta').textContent.includes('10 labels')")
+    # a selector, not wait_for_function: polling a JavaScript string needs eval, which the page's CSP forbids
+    page.wait_for_selector("#meta:has-text('10 labels')")
     page.set_input_files("#file", str(image))
     page.wait_for_selector("#results[data-done='1']")
     shown = read_card(page)
