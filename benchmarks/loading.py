@@ -201,7 +201,7 @@ def main() -> None:
     load_before = os.getloadavg()
     paths = make_images(args.dir, args.images, args.seed, os.cpu_count() or 1)
     manifest = manifest_of(paths)
-    workers = args.workers if args.workers is not None else default_workers(manifest)
+    workers = args.workers if args.workers is not None else default_workers(manifest.pixels is not None)
     for path in paths:  # into the page cache, so that every run reads from memory
         Path(path).read_bytes()
     runs: dict[str, list[float]] = {"mlic": [], "bare": [], "bare_parallel": [], "mlic_in_process": []}

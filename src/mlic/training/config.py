@@ -1,143 +1,302 @@
-"""Training options: ``TrainConfig`` and what follows from it (precision, devices, preprocessing)."""
+"""Training options: one declaration each, grouped, with its help text beside it.
+
+Every option of a run is a field of ``TrainConfig`` declared with
+:func:`option`: its default, its help, its group (``GROUPS``) and, where the
+command line spells it differently, its flag. From these declarations come
+the ``mlic train`` command's options (``mlic.cli.train``), the YAML file that
+``--config`` reads and ``--print-config`` prints, the run's ``config.json``
+and the keyword options of ``mlic.train``; adding an option is one field here.
+
+Options whose default depends on the data (input size, augmentation, flips,
+precision, loader processes) default to None and are filled in by
+:func:`mlic.training.defaults.resolve`, so that ``config.json`` holds what the
+run used. ``--resume`` may change only the options in ``RESUMABLE``.
+
+This module imports nothing heavy: the command line reads it at start-up.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
+import math
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-import timm
-import torch
-
-from mlic.data import DEMO
-from mlic.data.images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MAX_IMAGE_PIXELS,
-    Preprocessing,
-)
 from mlic.errors import ConfigError
+
+GROUPS = ("data", "model", "loss", "optimisation", "runtime")
+DEMO = "demo"
+"""The data name of MultiDigits (``mlic.data.formats.demo.DEMO``)."""
+MAX_IMAGE_PIXELS = 89_478_485
+"""``mlic.data.images.MAX_IMAGE_PIXELS``, repeated here so the command line starts without torch (a test
+checks that the two agree)."""
+RESUMABLE = (
+    "max_epochs", "devices", "num_nodes", "strategy", "accelerator", "num_workers",
+    "checkpoint_steps", "checkpoint_minutes", "progress",
+)  # fmt: skip
+"""Options that ``--resume`` may change: how long and where the run goes on, not what it trains."""
+
+
+def option(
+    default: Any = None,
+    help: str = "",
+    *,
+    group: str,
+    flag: str | None = None,
+    cli: Callable[[Any], Any] | None = None,
+    cli_type: Any = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """Declare one training option: a dataclass field carrying what the command line needs.
+
+    ``flag``: the command-line spelling when it is not ``--field-name`` (a bool
+    gets ``--name/--no-name``); ``cli_type`` and ``cli``: the type the command
+    line reads and the function that turns it into the option's value
+    (``NAME=VALUE`` pairs into a dict, ``0`` into no limit).
+    """
+    if group not in GROUPS:
+        raise ValueError(f"unknown option group {group!r}")
+    metadata = {"help": help, "group": group, "flag": flag, "cli": cli, "cli_type": cli_type}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def parse_options(items: list[str] | None) -> dict:
+    """``NAME=VALUE`` strings as a dict; a VALUE that reads as JSON (2, 0.5, true, [1, 99]) is parsed."""
+    options: dict = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"option {item!r} is not NAME=VALUE")
+        try:
+            options[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name.strip()] = value
+    return options
+
+
+def parse_pos_weight(value: str | float) -> float | str:
+    """``--pos-weight``: a number, or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--pos-weight takes a number or 'auto', got {value!r}") from None
+
+
+def no_limit_at_zero(value: int | None) -> int | None:
+    """``--max-image-pixels 0``: no limit."""
+    return value or None
 
 
 @dataclass
 class TrainConfig:
-    """Every training option; saved as ``config.json`` in the run so that ``--resume`` can rebuild it."""
+    """Every training option; saved, resolved, as the run's ``config.json`` (which ``--resume`` reads)."""
 
-    data: str | None = None
-    """Training data file; None trains MultiDigits."""
-    val_data: str | None = None
-    """Validation data; None splits ``val_fraction`` off the training data (MultiDigits has its own)."""
-    format: str | None = None
-    images_root: str | None = None
-    tag_separator: str = " "
-    drop_unannotated: bool = False
-    """COCO: leave out images without annotations (by default they are all-negative)."""
-    out: str | None = None
-    backbone: str = "mlic_cnn"
-    pretrained: bool = False
-    weights: str | None = None
-    head: str = "linear"
-    """Classifier head: linear, csra or ml-decoder (``mlic.models.heads``)."""
-    head_options: dict = field(default_factory=dict)
-    loss: str = "bce"
-    """Label loss: bce, focal, asl, hill or splc (``mlic.losses``)."""
-    loss_options: dict = field(default_factory=dict)
-    """Options of the loss, e.g. {"gamma": 2.0} for focal, {"gamma_neg": 4.0, "clip": 0.05} for asl."""
-    pos_weight: float | str = 1.0
-    """w_p of the positives: a number, or "auto" (negatives / positives per label, at most max_pos_weight)."""
-    max_pos_weight: float = 100.0
-    neg_weight: float = 1.0
-    label_smoothing: float = 0.0
-    missing: str = "ignore"
-    """Unknown (-1) targets: ignore (masked), negative (0 with missing_weight) or selective."""
-    missing_weight: float = 1.0
-    hide_positives: float = 0.0
-    """Simulate incomplete labels: hide this share of the training and validation positives (seeded)."""
-    hidden_as: str = "unknown"
-    """Hidden positives become "unknown" (-1, marked) or "negative" (0: silently missing, the real case)."""
-    max_epochs: int = 12
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    image_size: int | None = None
-    """Square input size; None: 64 for MultiDigits, 224 otherwise."""
-    augment: str | None = None
-    """Training augmentation (light, shift, none); None: shift on MultiDigits, light otherwise."""
-    hflip: bool | None = None
-    """Mirror images in training; None: yes, except on MultiDigits (mirrored digits are other digits)."""
-    val_fraction: float = 0.1
-    seed: int = 0
-    accelerator: str = "cpu"
-    devices: str = "1"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    """Lightning strategy: auto, ddp, ddp_spawn, ...; torchrun and SLURM launches are detected."""
-    precision: str | None = None
-    """Lightning precision; None: bf16-mixed where the device supports bf16, else 32-true."""
-    channels_last: bool = True
-    compile: bool = False
-    """torch.compile the model's forward (worth it on GPUs; slower on the development CPU)."""
-    num_workers: int | None = None
-    bad_images: str = "skip"
-    """Unreadable images: skip (dropped from their batch, listed in bad_images.txt) or fail (stop at once)."""
-    cache_images: bool = False
-    """Decode the training images once into memory before training (``mlic.data.images.build_cache``)."""
-    max_image_pixels: int | None = MAX_IMAGE_PIXELS
-    """Images with more pixels are refused unread (a decompression-bomb guard); None: no limit."""
-    demo_train: int = 10_000
-    demo_val: int = 1_000
-    checkpoint_steps: int = 0
-    """Also write ``checkpoints/last.ckpt`` every this many steps within an epoch (0: by time instead)."""
-    checkpoint_minutes: float = 10.0
-    """Also write ``checkpoints/last.ckpt`` when this much time has passed within an epoch (0: never)."""
-    deterministic: bool = False
-    progress: bool = True
+    # -- data ------------------------------------------------------------------------------------------
+    data: str | None = option(
+        None, "Training data file or folder; omit (or 'demo') to train MultiDigits.", group="data"
+    )
+    val_data: str | None = option(
+        None, "Validation data; default: --val-fraction split off --data (MultiDigits has its own).",
+        group="data", flag="--val",
+    )  # fmt: skip
+    val_fraction: float = option(
+        0.1, "Share of --data set aside for validation when --val is not given (stratified).", group="data"
+    )
+    format: str | None = option(
+        None, "Force the data format: csv-tags, csv-multihot, jsonl, coco, voc or folders.", group="data"
+    )
+    images_root: str | None = option(
+        None, "Folder that relative image paths resolve against (default: the data file's folder; "
+        "VOC: JPEGImages/; COCO: also tries the usual layouts).", group="data",
+    )  # fmt: skip
+    tag_separator: str = option(" ", "Separator of the tags column in a tags CSV.", group="data")
+    drop_unannotated: bool = option(
+        False, "COCO: leave out images without annotations (default: all-negative).", group="data"
+    )
+    image_size: int | None = option(
+        None, "Square input size (default 64 on MultiDigits, 224 else).", group="data"
+    )
+    augment: str | None = option(
+        None, "Training augmentation: light, shift or none (default shift on MultiDigits, light else).",
+        group="data",
+    )  # fmt: skip
+    hflip: bool | None = option(
+        None, "Mirror images in training (default: yes, except on MultiDigits, whose mirrored digits are "
+        "other digits).", group="data", flag="--hflip/--no-hflip",
+    )  # fmt: skip
+    bad_images: str = option(
+        "skip", "Unreadable images: skip (listed in RUN/bad_images.txt) or fail.", group="data"
+    )
+    cache_images: bool = option(
+        False, "Decode the training images into memory once (small data sets).", group="data"
+    )
+    max_image_pixels: int | None = option(
+        MAX_IMAGE_PIXELS, "Refuse larger images unread (default 89,478,485, Pillow's limit; 0: none).",
+        group="data", cli=no_limit_at_zero, cli_type=int | None,
+    )  # fmt: skip
+    hide_positives: float = option(
+        0.0, "Simulate incomplete labels: hide this share of the train and val positives (seeded).",
+        group="data",
+    )  # fmt: skip
+    hidden_as: str = option(
+        "unknown", "Hidden positives become 'unknown' (-1) or 'negative' (silently missing).", group="data"
+    )
+    demo_train: int = option(10_000, "MultiDigits training canvases.", group="data")
+    demo_val: int = option(1_000, "MultiDigits validation canvases.", group="data")
+
+    # -- model -----------------------------------------------------------------------------------------
+    backbone: str = option("mlic_cnn", "Any timm model name.", group="model")
+    pretrained: bool = option(False, "Start from timm's pretrained weights (downloads).", group="model")
+    weights: str | None = option(None, "Local backbone weights file (offline).", group="model")
+    head: str = option("linear", "Classifier head: linear, csra or ml-decoder.", group="model")
+    head_options: dict = option(
+        help="Head option NAME=VALUE, repeatable (e.g. num_groups=100).", group="model",
+        flag="--head-option", cli=parse_options, cli_type=list[str] | None, factory=dict,
+    )  # fmt: skip
+
+    # -- loss ------------------------------------------------------------------------------------------
+    loss: str = option("bce", "Label loss: bce, focal, asl, hill or splc.", group="loss")
+    loss_options: dict = option(
+        help="Loss option NAME=VALUE, repeatable (e.g. gamma_neg=4).", group="loss",
+        flag="--loss-option", cli=parse_options, cli_type=list[str] | None, factory=dict,
+    )  # fmt: skip
+    pos_weight: float | str = option(
+        1.0, "Weight w_p of positives: a number, or 'auto' (negatives/positives per label).",
+        group="loss", cli=parse_pos_weight, cli_type=str,
+    )  # fmt: skip
+    max_pos_weight: float = option(100.0, "Upper bound of --pos-weight auto.", group="loss")
+    neg_weight: float = option(1.0, "Weight w_n of negative label targets.", group="loss")
+    label_smoothing: float = option(0.0, "Label smoothing epsilon for labels.", group="loss")
+    missing: str = option(
+        "ignore", "Unknown (-1) targets: ignore (masked), negative or selective.", group="loss"
+    )
+    missing_weight: float = option(1.0, "Weight of unknowns taken as negatives.", group="loss")
+
+    # -- optimisation ----------------------------------------------------------------------------------
+    max_epochs: int = option(12, "Epochs.", group="optimisation")
+    batch_size: int = option(128, "Images per step.", group="optimisation")
+    lr: float = option(3e-3, "Peak learning rate of AdamW (cosine schedule).", group="optimisation")
+    weight_decay: float = option(0.05, "AdamW weight decay (not on biases and norms).", group="optimisation")
+    warmup_epochs: float = option(1.0, "Epochs of linear learning-rate warm-up.", group="optimisation")
+    seed: int = option(
+        0, "Seed of the split, the order, the augmentation and the weights.", group="optimisation"
+    )
+
+    # -- runtime ---------------------------------------------------------------------------------------
+    out: str | None = option(None, "Run directory (default: runs/<date>-<time>).", group="runtime")
+    accelerator: str = option("cpu", "cpu, gpu or auto (Lightning).", group="runtime")
+    devices: str | int = option(
+        "1", "Device count, 'auto' or a list like 0,1.", group="runtime", cli_type=str
+    )
+    num_nodes: int = option(1, "Machines (Lightning; under SLURM or torchrun).", group="runtime")
+    strategy: str = option("auto", "Lightning strategy: auto, ddp, ddp_spawn, ...", group="runtime")
+    precision: str | None = option(
+        None, "Lightning precision (default: bf16-mixed where supported, else 32-true).", group="runtime"
+    )
+    compile: bool = option(False, "torch.compile the model (GPU; slower on CPUs).", group="runtime")
+    channels_last: bool = option(
+        True, "Channels-last memory format.", group="runtime", flag="--channels-last/--no-channels-last"
+    )
+    num_workers: int | None = option(
+        None, "Data loader processes (default: 0 on MultiDigits, else one per core, at most 8).",
+        group="runtime", flag="--workers",
+    )  # fmt: skip
+    deterministic: bool = option(
+        False, "Deterministic algorithms only: the same seed gives the same weights.", group="runtime"
+    )
+    checkpoint_steps: int = option(
+        0, "Also checkpoint every N steps within an epoch (0: by --checkpoint-minutes).", group="runtime"
+    )
+    checkpoint_minutes: float = option(
+        10.0, "Also checkpoint every M minutes within an epoch (0: at epoch ends only).", group="runtime"
+    )
+    progress: bool = option(True, "Show a progress bar and the model summary.", group="runtime",
+                            flag="--progress/--no-progress")  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown training options {unknown}; valid: {sorted(names)}")
-        return cls(**data)
+        """A config from option names and values; an unknown name or a value of the wrong type is an error."""
+        check_names(data)
+        return cls(**{name: check_value(name, value) for name, value in data.items()})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def resumed(self, changes: dict) -> TrainConfig:
+        """This (saved) config with ``changes``, which may only touch ``RESUMABLE`` options."""
+        check_names(changes)
+        fixed = [name for name in changes if name not in RESUMABLE]
+        if fixed:
+            raise ConfigError(
+                f"option {fixed[0]!r} cannot change when resuming a run (it would not continue the same "
+                f"training); these may: {', '.join(RESUMABLE)}"
+            )
+        return dataclasses.replace(self, **{k: check_value(k, v) for k, v in changes.items()})
 
 
-def resolve_precision(config: TrainConfig) -> str:
-    if config.precision:
-        return config.precision
-    if config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+OPTIONS: dict[str, dataclasses.Field] = {f.name: f for f in fields(TrainConfig)}
+"""Every option's declaration by name, in declaration (group) order."""
+_HINTS = typing.get_type_hints(TrainConfig)
 
 
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU runs bf16 matrix work natively (AVX-512 bf16 or AMX); elsewhere bf16 is slower."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+def check_names(data: dict) -> None:
+    """Refuse option names that ``TrainConfig`` does not declare, suggesting the closest."""
+    unknown = [name for name in data if name not in OPTIONS]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), OPTIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown training options {unknown}{hint}; valid: {', '.join(OPTIONS)}")
 
 
-def uses_cuda(config: TrainConfig) -> bool:
-    """Whether training runs on CUDA GPUs, where pinned host memory speeds up the copies."""
-    return config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+def check_value(name: str, value: Any) -> Any:
+    """``value`` if it has the declared type of option ``name`` (ints pass as floats; a float written as
+    text, such as YAML's ``3e-3``, is read); otherwise a ``ConfigError`` naming the option."""
+    allowed = _allowed_types(_HINTS[name])
+    if value is None and type(None) in allowed:
+        return value
+    if float in allowed and isinstance(value, str) and str not in allowed:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number
+    ok = any(
+        isinstance(value, t) and not (isinstance(value, bool) and t in (int, float))
+        for t in allowed
+        if t is not type(None)
+    )
+    if isinstance(value, int) and not isinstance(value, bool) and float in allowed:
+        ok = True
+    if not ok:
+        expected = " or ".join(_WORDS.get(t, t.__name__) for t in allowed)
+        raise ConfigError(f"option {name!r} must be {expected}, got {value!r}")
+    return float(value) if float in allowed and int not in allowed and isinstance(value, int) else value
 
 
-def resolve_preprocessing(config: TrainConfig) -> Preprocessing:
-    """Input size and flips from the config; mean and std from the backbone's pretrained config.
+_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", dict: "a mapping",
+          type(None): "null"}  # fmt: skip
 
-    A backbone trained elsewhere expects the normalisation it was trained with
-    (timm records it with the weights); ImageNet's otherwise.
-    """
-    demo = is_demo(config)
-    size = config.image_size or (64 if demo else 224)
-    hflip = config.hflip if config.hflip is not None else not demo
-    pretrained_cfg = timm.models.get_pretrained_cfg(config.backbone)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if pretrained_cfg is not None and (config.pretrained or config.weights):
-        mean, std = tuple(pretrained_cfg.mean), tuple(pretrained_cfg.std)
-    return Preprocessing(image_size=(size, size), mean=mean, std=std, hflip=hflip)
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(typing.get_origin(a) or a for a in typing.get_args(hint))
+    return (typing.get_origin(hint) or hint,)
+
+
+def is_demo(config: TrainConfig) -> bool:
+    """Whether the run trains MultiDigits."""
+    return config.data is None or config.data == DEMO
 
 
 def loss_summary(config: TrainConfig) -> dict:
@@ -154,10 +313,6 @@ def loss_summary(config: TrainConfig) -> dict:
     return summary
 
 
-def is_demo(config: TrainConfig) -> bool:
-    return config.data is None or config.data == DEMO
-
-
 def parse_devices(devices: str | int) -> int | str | list[int]:
     """Lightning's devices: a count, "auto", or a comma-separated list of indices."""
     text = str(devices)
@@ -170,7 +325,48 @@ def parse_devices(devices: str | int) -> int | str | list[int]:
 
 
 def read_run_config(run_dir: Path) -> TrainConfig:
+    """The config a run saved (its ``config.json``)."""
     path = run_dir / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.json); pass the folder train wrote")
     return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+# -- YAML -------------------------------------------------------------------------------------------
+def read_config_file(path: str | Path) -> dict:
+    """The options of a YAML file (flat ``name: value`` pairs, as ``--print-config`` writes them)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the file ({e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    try:
+        check_names(data)
+        return {name: check_value(name, value) for name, value in data.items()}
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def to_yaml(config: TrainConfig) -> str:
+    """The config as YAML: flat ``name: value`` lines under a ``# group`` comment per group, in declaration
+    order (what ``read_config_file`` reads back)."""
+    import yaml
+
+    values = config.to_dict()
+    lines: list[str] = []
+    for group in GROUPS:
+        lines.append(f"# {group}")
+        for name, f in OPTIONS.items():
+            if f.metadata["group"] == group:
+                pair = {name: values[name]}
+                lines.append(yaml.safe_dump(pair, default_flow_style=False, width=1000).strip())
+    return "\n".join(lines) + "\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mlic.data import DEMO, Manifest, load_data
+from mlic.data.formats import DEMO, load_data
 from mlic.data.images import (
     Decoding,
     ImageCache,
@@ -20,7 +19,7 @@ from mlic.data.images import (
     build_cache,
     build_transform,
 )
-from mlic.data.manifest import check_files
+from mlic.data.manifest import Manifest, check_files
 from mlic.data.split import stratified_split
 from mlic.data.targets import HIDDEN_AS
 from mlic.errors import ConfigError, DataError
@@ -268,11 +267,3 @@ def image_cache(
     if cache.errors and config.bad_images == "fail":
         raise DataError(cache.errors[min(cache.errors)])
     return cache
-
-
-def default_workers(manifest: Manifest) -> int:
-    """No worker processes for in-memory data; otherwise one per core this process may use, up to 8."""
-    if manifest.pixels is not None:
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(8, cores or 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +14,6 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
 
 from mlic.artifact import Artifact, save_artifact
-from mlic.data import DEMO
 from mlic.data.images import (
     Decoding,
     Preprocessing,
@@ -29,17 +28,9 @@ from mlic.inference import run_batches
 from mlic.models import Classifier, ModelConfig, build_classifier
 from mlic.thresholds import choose_thresholds
 from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_callbacks, load_checkpoint
-from mlic.training.config import (
-    TrainConfig,
-    is_demo,
-    loss_summary,
-    parse_devices,
-    read_run_config,
-    resolve_precision,
-    resolve_preprocessing,
-    uses_cuda,
-)
-from mlic.training.datamodule import DataModule, default_workers, image_cache, load_splits
+from mlic.training.config import TrainConfig, loss_summary, parse_devices, read_run_config
+from mlic.training.datamodule import DataModule, image_cache, load_splits
+from mlic.training.defaults import resolve, resolve_preprocessing, uses_cuda
 from mlic.training.metrics_log import MetricsLog
 from mlic.training.module import MultiLabelModule, build_loss, validation_figures
 
@@ -86,17 +77,19 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
 
     ``config`` or keyword ``options`` (the fields of ``TrainConfig``) set the
     run; ``resume`` continues the run directory of an interrupted ``train``
-    from its last checkpoint (``options`` may raise ``max_epochs``).
+    from its last checkpoint, where ``options`` may change only the options
+    in ``RESUMABLE`` (epochs, devices, workers, checkpoint intervals, ...).
+    The run's ``config.json`` holds the resolved config (``resolve``).
     """
     if config is not None and (options or resume is not None):
         raise ConfigError("pass either a TrainConfig, or keyword options, or resume= with options")
     if resume is not None:
         run_dir = Path(resume)
-        config = TrainConfig.from_dict({**asdict(read_run_config(run_dir)), **options})
+        config = read_run_config(run_dir).resumed(options)
     else:
         config = config or TrainConfig.from_dict(options)
         run_dir = Path(config.out) if config.out else default_run_dir()
-    config.out = str(run_dir)
+    config = resolve(replace(config, out=str(run_dir)))
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = load_splits(config)
     preprocessing = resolve_preprocessing(config)
@@ -118,20 +111,20 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         channels_last=config.channels_last,
         compile=config.compile,
     )
-    workers = config.num_workers if config.num_workers is not None else default_workers(train_set)
-    augment = config.augment or ("shift" if is_demo(config) else "light")
+    workers = config.num_workers
     bad_log = run_dir / BAD_IMAGES_FILE
     decoding = Decoding(decode_size(preprocessing), config.max_image_pixels, config.bad_images,
                         str(bad_log) if config.bad_images == "skip" else None)  # fmt: skip
+    cache = image_cache(config, train_set, preprocessing, workers)
     data = DataModule(
-        train_set, val_set, preprocessing, batch_size=config.batch_size, num_workers=workers, augment=augment,
-        decoding=decoding, cache=image_cache(config, train_set, preprocessing, workers),
-        pin_memory=uses_cuda(config), seed=config.seed,
+        train_set, val_set, preprocessing, batch_size=config.batch_size, num_workers=workers,
+        augment=config.augment, decoding=decoding, cache=cache, pin_memory=uses_cuda(config),
+        seed=config.seed,
     )  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         bad_log.unlink(missing_ok=True)
-    atomic_write_text(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
     checkpoints = run_dir / "checkpoints"
     callbacks = checkpoint_callbacks(
         checkpoints, steps=config.checkpoint_steps, minutes=config.checkpoint_minutes
@@ -143,7 +136,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         num_nodes=config.num_nodes,
         strategy=config.strategy,
         use_distributed_sampler=False,  # DataModule shards; validation without Lightning's padding
-        precision=resolve_precision(config),
+        precision=config.precision,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         logger=metrics_log(run_dir, resumed=resume is not None),
@@ -216,7 +209,7 @@ def finish(
     decision = choose_thresholds(labels, probs.labels, "per-label")
     figures = validation_figures(model.schema.attribute_names, probs, labels, attributes)
     summary = {
-        "data": config.data or DEMO,
+        "data": config.data,
         "train_images": len(data.train_manifest),
         "val_images": len(data.val_manifest),
         "epochs": trainer.current_epoch,
@@ -225,6 +218,6 @@ def finish(
         "loss": loss_summary(config),
         "validation": {k: round(float(v), 6) for k, v in figures.items()},
         "bad_images": len(tidy_bad_images(data.decoding.bad_log)) if data.decoding.bad_log else 0,
-        "config": asdict(config),
+        "config": config.to_dict(),
     }
     return save_artifact(path, model, preprocessing, decision, training=summary)

@@ -1,0 +1,88 @@
+"""What every command shares: the data options, the error handling, mlic's warnings as one line."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlic.errors import MlicError
+
+DataArg = Annotated[
+    str,
+    typer.Argument(
+        help="'demo' (MultiDigits test split), a data file (tags CSV, multi-hot CSV, JSON lines, "
+        "COCO JSON, VOC ImageSets list) or a folder (VOC root, one folder per label)."
+    ),
+]
+Format = Annotated[
+    str | None,
+    typer.Option(help="Force the data format: csv-tags, csv-multihot, jsonl, coco, voc or folders."),
+]
+ImagesRoot = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder that relative image paths resolve against (default: the data file's folder; "
+        "VOC: JPEGImages/; COCO: also tries the usual layouts)."
+    ),
+]
+Separator = Annotated[str, typer.Option(help="Separator of the tags column in a tags CSV.")]
+DropUnannotated = Annotated[
+    bool, typer.Option(help="COCO: leave out images without annotations (default: all-negative).")
+]
+RuntimeOption = Annotated[
+    str,
+    typer.Option(help="torch (the PyTorch model) or onnx (ARTIFACT/model.onnx, see mlic export)."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def run(fn, *args, **kwargs):
+    """Call the library; an mlic error becomes a one-line message and exit code 2.
+
+    mlic's own warnings (``UserWarning``s raised in ``mlic``) print as
+    ``warning: ...`` lines, without Python's source-line echo; others as usual.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return fn(*args, **kwargs)
+    except MlicError as e:
+        fail(str(e))
+
+
+def fail(message: str) -> None:
+    """Print ``error: message`` and exit with code 2 (bad input, as every mlic error)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if category is UserWarning and "mlic" in Path(filename).parts:
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+def source_options(
+    data: str, format: str | None, images_root: Path | None, separator: str, drop_unannotated: bool
+) -> dict:
+    """The data-reading options of a command, as ``load_data`` takes them (none for ``demo``)."""
+    if data == "demo":
+        return {}
+    return {
+        "format": format,
+        "images_root": images_root,
+        "tag_separator": separator,
+        "drop_unannotated": drop_unannotated,
+    }
+
+
+def pixel_limit(value: int | None, default: int | None) -> int | None:
+    """``--max-image-pixels``: unset keeps the library's default; 0 lifts the limit."""
+    return default if value is None else value or None

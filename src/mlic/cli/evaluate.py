@@ -1,0 +1,90 @@
+"""``mlic evaluate`` (figures of a model on data) and ``mlic calibrate`` (choose its decision rule)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlic.cli.common import (
+    AsJson,
+    DataArg,
+    DropUnannotated,
+    Format,
+    ImagesRoot,
+    RuntimeOption,
+    Separator,
+    run,
+    source_options,
+)
+
+
+def evaluate(
+    artifact: Annotated[Path, typer.Argument(help="Artifact (or run) directory.")],
+    data: DataArg = "demo",
+    format: Format = None,
+    images_root: ImagesRoot = None,
+    tag_separator: Separator = " ",
+    drop_unannotated: DropUnannotated = False,
+    as_json: AsJson = False,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report into this folder.")] = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    runtime: RuntimeOption = "torch",
+) -> None:
+    """Figures of a model on data: mAP, F1, Hamming loss, subset and attribute accuracy."""
+    from mlic.evaluation import evaluate as evaluate_fn
+    from mlic.evaluation import format_report
+    from mlic.predict import load
+
+    options = source_options(data, format, images_root, tag_separator, drop_unannotated)
+    predictor = run(load, artifact, batch_size=batch_size, num_workers=workers, runtime=runtime)
+    figures = run(evaluate_fn, predictor, data, report=report, **options)
+    typer.echo(json.dumps(figures) if as_json else format_report(figures))
+    if report is not None and not as_json:
+        typer.echo(f"\nreport: {figures['report']}")
+
+
+def calibrate(
+    artifact: Annotated[
+        Path, typer.Argument(help="Artifact (or run) directory; its mlic.json is rewritten.")
+    ],
+    data: Annotated[
+        str, typer.Argument(help="Validation data: 'demo' (MultiDigits validation split) or a file.")
+    ] = "demo",
+    policy: Annotated[str, typer.Option(help="per-label, global, fixed or top-k.")] = "per-label",
+    min_precision: Annotated[
+        float | None, typer.Option(help="per-label: best F1 among thresholds with at least this precision.")
+    ] = None,
+    min_positives: Annotated[
+        int, typer.Option(help="per-label: labels with fewer positives take the global threshold.")
+    ] = 3,
+    threshold: Annotated[float, typer.Option(help="fixed: the threshold of every label.")] = 0.5,
+    k: Annotated[int | None, typer.Option(help="top-k: labels decided per image.")] = None,
+    format: Format = None,
+    images_root: ImagesRoot = None,
+    tag_separator: Separator = " ",
+    drop_unannotated: DropUnannotated = False,
+    as_json: AsJson = False,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> None:
+    """Choose the artifact's decision rule (thresholds or top-k) on validation data."""
+    from mlic.evaluation import calibrate as calibrate_fn
+
+    options = source_options(data, format, images_root, tag_separator, drop_unannotated)
+    result = run(
+        calibrate_fn, artifact, data, policy, threshold=threshold, k=k, min_precision=min_precision,
+        min_positives=min_positives, batch_size=batch_size, num_workers=workers, **options,
+    )  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"{result['artifact']}: {policy} chosen on {result['data']} ({result['n_samples']} images)")
+    for key in ("micro_f1", "macro_f1", "micro_precision", "micro_recall"):
+        typer.echo(f"  {key:<16} {result['before'][key]:.4f} -> {result['after'][key]:.4f}")
+    if result["unreachable"]:
+        names = ", ".join(result["unreachable"][:20])
+        typer.echo(f"  never predicted (below {min_precision} precision at every threshold): {names}")

@@ -1,0 +1,78 @@
+"""What follows from the options: every default that depends on the data or the machine, filled in once.
+
+``resolve(config)`` returns the config with no option left to be decided
+later: input size, augmentation and flips (MultiDigits or photos), precision
+(what the device runs fast), loader processes (in-memory data or files), the
+data name. ``train`` saves that config as ``config.json``, so the run
+directory says what was used, and ``--print-config`` shows it before a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import timm
+import torch
+
+from mlic.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from mlic.training.config import DEMO, TrainConfig, is_demo
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """``config`` with every data- or machine-dependent default filled in (``out`` stays as given)."""
+    demo = is_demo(config)
+    return dataclasses.replace(
+        config,
+        data=DEMO if demo else config.data,
+        image_size=config.image_size or (64 if demo else 224),
+        augment=config.augment or ("shift" if demo else "light"),
+        hflip=config.hflip if config.hflip is not None else not demo,
+        precision=resolve_precision(config),
+        num_workers=config.num_workers if config.num_workers is not None else default_workers(demo),
+    )
+
+
+def resolve_precision(config: TrainConfig) -> str:
+    """Lightning's precision: the one asked for, else bf16 where the device runs it natively, else 32-bit."""
+    if config.precision:
+        return config.precision
+    if uses_cuda(config):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix work natively (AVX-512 bf16 or AMX); elsewhere bf16 is slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def uses_cuda(config: TrainConfig) -> bool:
+    """Whether training runs on CUDA GPUs, where pinned host memory speeds up the copies."""
+    return config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+
+
+def default_workers(in_memory: bool) -> int:
+    """No worker processes for in-memory data; otherwise one per core this process may use, up to 8."""
+    if in_memory:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(8, cores or 1)
+
+
+def resolve_preprocessing(config: TrainConfig) -> Preprocessing:
+    """Input size and flips from the (resolved) config; mean and std from the backbone's pretrained config.
+
+    A backbone trained elsewhere expects the normalisation it was trained with
+    (timm records it with the weights); ImageNet's otherwise.
+    """
+    config = resolve(config)
+    size = config.image_size
+    pretrained_cfg = timm.models.get_pretrained_cfg(config.backbone)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if pretrained_cfg is not None and (config.pretrained or config.weights):
+        mean, std = tuple(pretrained_cfg.mean), tuple(pretrained_cfg.std)
+    return Preprocessing(image_size=(size, size), mean=mean, std=std, hflip=config.hflip)
