@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -17,6 +19,11 @@ from PIL import Image
 
 from mlic.errors import DataError, MlicError
 from mlic.metrics import blocks
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from mlic.predict import Predictor
 
 
 def fuzz(examples: int) -> settings:
@@ -228,3 +235,32 @@ def targets_and_scores(max_n=10, max_labels=5, min_labels=1, unknowns=True):
             st.sampled_from([1, 3, 1 << 22]),
         )
     )
+
+
+# -- serving ---------------------------------------------------------------------------------------
+MAX_FILES = 4
+
+
+MAX_BYTES = 200_000
+
+
+def upload(*paths: Path) -> list[tuple]:
+    """``files=`` of an httpx request: each path as a part named ``files``."""
+    return [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
+
+
+def expected(predictor: Predictor, paths: list[Path], **kw) -> list[dict]:
+    """What ``Predictor.predict`` says of the files, with the file names as paths (as the API answers)."""
+    return [dict(r, path=p.name) for r, p in zip(predictor.predict(paths, **kw), paths)]
+
+
+def png_bytes(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size, 128).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def assert_alive(client: TestClient, digit_files: dict) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    answer = client.post("/predict", files=upload(digit_files["paths"][0]))
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1

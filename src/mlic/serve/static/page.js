@@ -1,57 +1,4 @@
-"""The page that ``mlic serve`` answers at ``GET /``: one self-contained HTML document.
-
-Inline CSS and JavaScript, system fonts, no external resource, so it works
-offline (the server sends a Content-Security-Policy that forbids any other
-source). It reads ``schema`` and posts to ``predict`` by relative URL, so it
-also works behind a path prefix. Drop, paste or pick images; each gets a card:
-the image, its decided labels, each attribute's class with its probability,
-and a bar per label (probability, threshold marker, decided labels
-highlighted), most probable first. Large label sets show the top N (decided
-labels always) with a filter. Every name from the server reaches the page as
-text (``textContent``), never as HTML.
-
-Hooks for tests: ``#file`` (the file input), ``#threshold``, ``#top-k``,
-``#show``, ``#filter``, ``#error`` (shown on a failed request),
-``#results[data-done]`` (completed requests), ``.card``, ``.chip`` (decided
-labels), ``.bar-row`` (``.on`` when decided; ``data-label``), ``.attr``.
-"""
-
-from __future__ import annotations
-
-CSS = """:root{--fg:#1f2328;--muted:#59636e;--line:#d8dee4;--head:#f3f5f7;--on:#1a7f37;--accent:#0969da}
-*{box-sizing:border-box}body{margin:0;color:var(--fg);
-font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}
-main{max-width:1280px;margin:0 auto;padding:28px 32px 64px}h1{font-size:28px;margin:0 0 6px}
-h3{font-size:13px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:14px 0 6px}
-.meta,.more,.none{color:var(--muted);font-size:13px}
-.drop{display:block;position:relative;margin:18px 0 12px;padding:34px 20px;text-align:center;cursor:pointer;
-border:2px dashed var(--line);border-radius:10px;background:#fafbfc}
-.drop:hover,.drop.over,.drop:focus-within{border-color:var(--accent);background:#eef4ff}
-.drop u{color:var(--accent)}.drop input{position:absolute;width:1px;height:1px;opacity:0}
-.controls{display:flex;flex-wrap:wrap;gap:10px 18px;align-items:center;font-size:13px;color:var(--muted)}
-input[type=number],input[type=search],select{font:inherit;color:var(--fg);padding:3px 8px;
-border:1px solid var(--line);border-radius:6px}input[type=number]{width:7em}input[type=search]{width:16em}
-.error{margin:12px 0;padding:10px 14px;border:1px solid #ff8182;background:#ffebe9;border-radius:8px}
-#status{margin:10px 0}
-.card{display:grid;grid-template-columns:minmax(160px,280px) 1fr;gap:24px;margin:16px 0;padding:16px;
-border:1px solid var(--line);border-radius:10px}
-@media (max-width:700px){.card{grid-template-columns:1fr}}
-.pic img{width:100%;height:auto;display:block;background:#eee;border-radius:6px;image-rendering:pixelated}
-.name{font-weight:600;font-size:13px;margin-top:6px;word-break:break-all}
-.chip{display:inline-block;padding:1px 9px;margin:2px 4px 2px 0;border-radius:12px;font-size:13px;
-background:#dafbe1;border:1px solid #4ac26b}
-.bar-row,.attr{display:grid;grid-template-columns:minmax(6em,14em) 1fr 4.2em;gap:10px;align-items:center;
-font-size:13px;padding:1px 4px;border-radius:4px;font-variant-numeric:tabular-nums}
-.attr{grid-template-columns:minmax(6em,14em) minmax(5em,10em) 1fr 4.2em}
-.bar-row .name,.attr .k{margin:0;font-weight:400;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.bar-row.on{background:#eafbef}.bar-row.on .name{font-weight:700;color:var(--on)}
-.track{position:relative;height:12px;background:var(--head);border-radius:3px}
-.fill{position:absolute;left:0;top:0;bottom:0;background:#8c959f;border-radius:3px}
-.on .fill,.attr .fill{background:var(--on)}
-.mark{position:absolute;top:-3px;bottom:-3px;width:2px;margin-left:-1px;background:#cf222e}
-.p{text-align:right}.attr .v{font-weight:600}#results[data-state=error]{opacity:.45}"""
-
-JS = """"use strict";
+"use strict";
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => {
   const e = document.createElement(tag);
@@ -221,26 +168,4 @@ for (const [id, other] of [["threshold", "top-k"], ["top-k", "threshold"]]) {
 }
 $("show").addEventListener("change", filter);
 $("filter").addEventListener("input", filter);
-loadSchema();"""
-
-BODY = """<main><h1>mlic</h1><div class="meta" id="meta">reading the model description…</div>
-<label id="drop" class="drop" for="file"><b>Drop images here</b>, paste them, or <u>choose files</u>
-<input id="file" type="file" multiple
-accept="image/png,image/jpeg,image/gif,image/bmp,image/tiff,image/webp"></label>
-<div class="controls">
-<label>threshold <input id="threshold" type="number" min="0" max="1" step="0.01"
-placeholder="artifact's"></label>
-<label>or top k <input id="top-k" type="number" min="1" step="1" placeholder="off"></label>
-<label>labels shown <select id="show"><option value="10">10</option><option value="20" selected>20</option>
-<option value="50">50</option><option value="0">all</option></select></label>
-<input id="filter" type="search" placeholder="filter labels" aria-label="filter labels"></div>
-<div id="error" class="error" role="alert" hidden></div>
-<div id="status" class="meta" aria-live="polite"></div>
-<div id="results" data-done="0"></div></main>"""
-
-PAGE = (
-    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-    '<meta name="viewport" content="width=device-width, initial-scale=1"><title>mlic</title>'
-    f"<style>{CSS}</style></head><body>{BODY}<script>{JS}</script></body></html>\n"
-)
-"""The page, as served."""
+loadSchema();

@@ -1,8 +1,7 @@
-"""Tests of mlic.serve: the HTTP API through TestClient, a live uvicorn server, and its page in Chromium."""
+"""Tests of mlic.serve.app: the HTTP API through TestClient and live, its OpenAPI document, no file read."""
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import functools
@@ -10,15 +9,10 @@ import io
 import json
 import os
 import socket
-import struct
 import tempfile
-import threading
-import time
 import warnings
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -26,53 +20,13 @@ import jsonschema_rs
 import numpy as np
 import pytest
 import schemathesis
-from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from helpers import MAX_BYTES, MAX_FILES, assert_alive, expected, png_bytes, upload
 from mlic.errors import ConfigError
-from mlic.predict import Predictor, load
-from mlic.serve import create_app, serve
-from mlic.serve_page import PAGE
-
-MAX_FILES = 4
-MAX_BYTES = 200_000
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_run) -> Predictor:
-    return load(tiny_run)
-
-
-@pytest.fixture(scope="module")
-def client(predictor) -> TestClient:
-    app = create_app(predictor, max_upload_bytes=MAX_BYTES, max_files=MAX_FILES, max_image_pixels=1_000_000)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        yield c
-
-
-def upload(*paths: Path) -> list[tuple]:
-    """``files=`` of an httpx request: each path as a part named ``files``."""
-    return [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
-
-
-def expected(predictor: Predictor, paths: list[Path], **kw) -> list[dict]:
-    """What ``Predictor.predict`` says of the files, with the file names as paths (as the API answers)."""
-    return [dict(r, path=p.name) for r, p in zip(predictor.predict(paths, **kw), paths)]
-
-
-def png_bytes(size: tuple[int, int]) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", size, 128).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def assert_alive(client: TestClient, digit_files: dict) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
-    answer = client.post("/predict", files=upload(digit_files["paths"][0]))
-    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
+from mlic.serve import serve
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -187,19 +141,6 @@ def test_an_unexpected_failure_is_a_json_500_and_the_server_keeps_serving(client
     assert_alive(client, digit_files)
 
 
-def test_file_names_are_only_echoed_back(client, digit_files):
-    png = digit_files["paths"][0].read_bytes()
-    names = ["../../etc/passwd", "C:\\Windows\\win.ini", "x" * 400]
-    parts = [("files", (name, png, "image/png")) for name in names]
-    paths = [r["path"] for r in client.post("/predict", files=parts).json()["predictions"]]
-    assert paths == ["passwd", "win.ini", "x" * 255]
-    raw = [b'filename="a\x01b\x7f\x1bc.png"', b""]  # control characters as sent; no file name at all
-    body = b"".join(b'--b0undary\r\nContent-Disposition: form-data; name="files"; ' + name + b"\r\n\r\n"
-                    + png + b"\r\n" for name in raw) + b"--b0undary--\r\n"  # fmt: skip
-    paths = [r["path"] for r in client.post("/predict", **_multipart(body)).json()["predictions"]]
-    assert paths == ["abc.png", None]
-
-
 def test_schema_health_and_openapi(client, predictor):
     schema = client.get("/schema").json()
     artifact = predictor.artifact
@@ -222,52 +163,6 @@ def test_schema_health_and_openapi(client, predictor):
     assert {p["name"] for p in post["parameters"]} == {"top_k", "threshold"}
     assert {"/predict", "/schema", "/health"} <= set(spec["paths"]) and "/" not in spec["paths"]
     assert client.get("/docs").status_code == 200
-
-
-class Tags(HTMLParser):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.feed(text)
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-
-def test_the_page_loads_nothing_from_elsewhere(client):
-    answer = client.get("/")
-    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
-    assert answer.text == PAGE
-    assert "default-src 'none'" in answer.headers["content-security-policy"]
-    text = answer.text.lower()
-    assert "http://" not in text and "https://" not in text
-    tags = Tags(answer.text).tags
-    assert not [t for t, _ in tags if t in ("link", "iframe", "object", "embed", "base")]
-    for tag, attrs in tags:
-        for key in ("src", "href", "action"):
-            assert key not in attrs or not attrs[key].startswith(("/", "http", "file:")), (tag, attrs)
-    ids = {a.get("id") for _, a in tags}
-    assert {"file", "drop", "threshold", "top-k", "filter", "results", "error"} <= ids
-
-
-@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's, for random bytes behind a TIFF header
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"II*\x00",
-                            b"RIFF\0\0\0\0WEBP"]),
-    tail=st.binary(max_size=300),
-    cut=st.floats(0, 1),
-    top_k=st.one_of(st.none(), st.integers(-3, 10**20).map(str), st.text(max_size=5)),
-)  # fmt: skip
-def test_any_upload_is_answered_without_a_5xx(client, digit_files, prefix, tail, cut, top_k):
-    """Random bytes behind each accepted format's signature, cut real PNGs, odd query values."""
-    png = digit_files["paths"][1].read_bytes()
-    for data in (prefix + tail, png[: int(cut * len(png))] + tail):
-        params = {} if top_k is None else {"top_k": top_k}
-        answer = client.post("/predict", params=params, files=[("files", ("f", data, "image/png"))])
-        assert answer.status_code < 500, answer.text
-        keys = {"predictions", "decision"} if answer.is_success else {"error", "detail"}
-        assert set(answer.json()) == keys
 
 
 # -- the API against its own OpenAPI document (schemathesis) ---------------------------------
@@ -372,13 +267,6 @@ def test_the_document_refuses_what_the_server_refuses(client, digit_files):
     assert both.status_code == 422 and both.json()["error"] == "invalid_query"
 
 
-def test_limits_are_checked(predictor):
-    for bad in ({"max_files": 0}, {"max_upload_bytes": -1}, {"max_image_pixels": 0}, {"max_files": 2.5}):
-        with pytest.raises(ConfigError, match="must be a positive integer"):
-            create_app(predictor, **bad)
-    assert create_app(predictor, max_image_pixels=None).state.service.limits.max_image_pixels is None
-
-
 def test_serve_binds_loopback_by_default_and_warns_otherwise(predictor, tiny_run, monkeypatch):
     import uvicorn
     from typer.testing import CliRunner
@@ -472,12 +360,18 @@ HOSTILE_NAMES = [
     b"a\x00/../../etc/passwd", b"x" * 4000, b"file:///etc/passwd", b"~/.ssh/id_rsa", b"/dev/zero",
     b"/proc/self/environ", b"\\\\host\\share\\x", b"%2e%2e%2fetc%2fpasswd", b"/tmp/upload.png", b".", b"..",
 ]  # fmt: skip
+
+
 ECHOED = [
     "passwd", "passwd", "x", "win.ini", None, "passwd", "x" * 255, "passwd", "id_rsa", "zero", "environ", "x",
     "%2e%2e%2fetc%2fpasswd", "upload.png", None, None,
 ]  # fmt: skip
 """The ``path`` that the API answers for each of ``HOSTILE_NAMES``: only the last component, as text."""
+
+
 PATHLIKE_QUERY = {"path": "/etc/passwd", "file": "../../etc/passwd", "artifact": "/", "url": "file:///etc"}
+
+
 PATHLIKE_HEADERS = {
     "X-File": "/etc/passwd", "Referer": "file:///etc/passwd", "Content-Location": "/etc/passwd",
     "X-Forwarded-Path": "/../../etc/passwd", "Cookie": "path=/etc/passwd",
@@ -564,166 +458,6 @@ def test_traversal_urls_reach_no_file(live):
     assert not [t for t, (_, answer) in [*answers.items(), ("docs", docs)] if secret in answer]
 
 
-def post_in_chunks(app, headers: dict[str, str], chunks: Iterator[bytes]) -> tuple[int, dict, int]:
-    """``POST /predict`` straight to the ASGI app, which pulls the body chunk by chunk.
-
-    Returns the status, the JSON answer and how many chunks the app read.
-    """
-    read, sent = 0, []
-
-    async def receive() -> dict:
-        nonlocal read
-        chunk = next(chunks, None)
-        if chunk is not None:
-            read += 1
-        return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": "/predict", "raw_path": b"/predict", "root_path": "", "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 1), "server": ("testserver", 80),
-    }  # fmt: skip
-    asyncio.run(app(scope, receive, send))
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return sent[0]["status"], json.loads(body), read
-
-
-def test_an_oversized_upload_is_refused_unread_and_never_touches_disk(client):
-    """Refused from its Content-Length before a byte is read; streamed, as soon as it passes the limit."""
-    chunk, total = 2**16, 100 * 2**16  # 6.5 MB against a limit of 200 kB
-    multipart = {"Content-Type": "multipart/form-data; boundary=b0undary"}
-
-    def body() -> Iterator[bytes]:
-        yield b"--b0undary\r\nContent-Disposition: form-data; name=files; filename=x.png\r\n\r\n"
-        yield from (b"\x89PNG" + b"\0" * (chunk - 4) for _ in range(total // chunk))
-
-    with file_access() as seen:
-        declared = post_in_chunks(client.app, {**multipart, "Content-Length": str(total)}, body())
-        streamed = post_in_chunks(client.app, multipart, body())
-    assert seen == []
-    for status, answer, _ in (declared, streamed):
-        assert (status, answer["error"]) == (413, "upload_too_large")
-    assert declared[2] == 0
-    assert streamed[2] == 1 + MAX_BYTES // chunk + 1  # the part's headers, then the chunks up to the limit
-
-
-def declared_size(fmt: str, width: int, height: int) -> bytes:
-    """A file of a few hundred bytes whose header says ``width`` x ``height`` pixels: a decompression bomb."""
-    if fmt == "PNG":
-
-        def chunk(kind: bytes, data: bytes) -> bytes:
-            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-        header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-        ihdr, idat = chunk(b"IHDR", header), chunk(b"IDAT", zlib.compress(b"\0" * 1000))
-        return b"\x89PNG\r\n\x1a\n" + ihdr + idat + chunk(b"IEND", b"")
-    buffer = io.BytesIO()
-    options = {"TIFF": {"compression": "tiff_lzw"}, "WEBP": {"lossless": True}}.get(fmt, {})
-    Image.new("L", (4, 4), 7).save(buffer, fmt, **options)
-    data = bytearray(buffer.getvalue())
-    if fmt == "GIF":  # the logical screen
-        data[6:10] = struct.pack("<HH", width, height)
-    elif fmt == "BMP":
-        data[18:26] = struct.pack("<ii", width, height)
-    elif fmt == "JPEG":  # the start-of-frame segment
-        sof = data.index(b"\xff\xc0")
-        data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    elif fmt == "TIFF":  # ImageWidth and ImageLength in the first directory, made LONGs
-        ifd = struct.unpack("<I", data[4:8])[0]
-        for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack("<H", data[ifd : ifd + 2])[0], 12):
-            tag = struct.unpack("<H", data[entry : entry + 2])[0]
-            if tag in (256, 257):
-                data[entry + 2 : entry + 12] = struct.pack("<HII", 4, 1, width if tag == 256 else height)
-    elif fmt == "WEBP":  # the 14-bit sizes of the lossless bitstream
-        at = data.index(b"VP8L") + 9
-        rest = struct.unpack("<I", data[at : at + 4])[0] & ~(2**28 - 1)
-        data[at : at + 4] = struct.pack("<I", (width - 1) | (height - 1) << 14 | rest)
-    return bytes(data)
-
-
-LARGEST = {"PNG": 100_000, "JPEG": 65_500, "GIF": 65_535, "BMP": 100_000, "TIFF": 100_000, "WEBP": 16_384}
-"""A side each format's header can declare that makes a square over Pillow's own bomb limit too."""
-
-
-def spy_on_loads(patch: pytest.MonkeyPatch) -> list[str]:
-    """Every ``load`` of every Pillow image class (which decodes, into a pixel buffer) says it ran."""
-    Image.init()  # every plugin imported
-    calls: list[str] = []
-
-    def spy(load):
-        def recorded(self, *args, **kwargs):
-            calls.append(type(self).__name__)
-            return load(self, *args, **kwargs)
-
-        return recorded
-
-    classes = [Image.Image]
-    for cls in classes:
-        classes += [sub for sub in cls.__subclasses__() if sub not in classes]
-        if "load" in vars(cls):
-            patch.setattr(cls, "load", spy(vars(cls)["load"]))
-    return calls
-
-
-@pytest.mark.parametrize("fmt", list(LARGEST))
-@pytest.mark.parametrize("scale", ["over our limit", "over Pillow's too"])
-def test_a_decompression_bomb_is_refused_from_its_header(client, fmt, scale):
-    """A tiny file that declares more pixels than the limit: 413, and not a pixel decoded or allocated."""
-    side = LARGEST[fmt] if scale == "over Pillow's too" else 2_000  # the client's limit: 1,000,000 pixels
-    data = declared_size(fmt, side, side)
-    assert len(data) < 2_000
-    with pytest.MonkeyPatch.context() as patch:
-        loads = spy_on_loads(patch)
-        answer = client.post("/predict", files=[("files", (f"bomb.{fmt.lower()}", data, "image/png"))])
-    assert answer.status_code == 413, answer.text
-    assert answer.json()["error"] == "image_too_large"
-    assert f"{side * side:,} pixels is more than the limit of 1,000,000" in answer.json()["detail"]
-    assert loads == []
-
-
-def test_with_no_pixel_limit_of_ours_pillows_still_holds(predictor, digit_files, monkeypatch):
-    """``max_image_pixels=None`` (``--max-image-pixels 0``) leaves Pillow's limit, and leaves it in place.
-
-    It used to reach ``open_image`` as None, which lifted Pillow's limit for the
-    whole process at the first upload: a header could then ask for any size.
-    """
-    pillow = Image.MAX_IMAGE_PIXELS
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow)  # restored whatever happens
-    bomb = declared_size("PNG", 14_000, 14_000)  # 196,000,000 pixels: over Pillow's limit, yet allocatable
-    with TestClient(create_app(predictor, max_image_pixels=None)) as unlimited:
-        assert unlimited.post("/predict", files=upload(digit_files["paths"][0])).status_code == 200
-        assert pillow == Image.MAX_IMAGE_PIXELS
-        loads = spy_on_loads(monkeypatch)
-        answer = unlimited.post("/predict", files=[("files", ("bomb.png", bomb, "image/png"))])
-    assert answer.status_code == 413, answer.text
-    assert f"196,000,000 pixels is more than the limit of {2 * pillow:,}" in answer.json()["detail"]
-    assert loads == [] and pillow == Image.MAX_IMAGE_PIXELS
-
-
-@pytest.fixture(scope="module")
-def live(predictor):
-    """The app served by uvicorn on a free loopback port, in a thread of this process."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(predictor), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
-
-
 def test_concurrent_requests_get_their_own_answers(live, predictor, digit_files):
     paths = digit_files["paths"][:8]
     wanted = {p.name: expected(predictor, [p])[0] for p in paths}
@@ -737,66 +471,3 @@ def test_concurrent_requests_get_their_own_answers(live, predictor, digit_files)
         got, want = answer, wanted[answer["path"]]
         assert got["labels"] == want["labels"] and got["attributes"] == want["attributes"]
         assert got["scores"] == pytest.approx(want["scores"], abs=1e-6)  # batch of 1 either way
-
-
-def test_page_in_headless_chromium(live, digit_files, tmp_path, chromium):
-    """Upload a MultiDigits image through the file input; the page shows what the API decides."""
-
-    def api(path: Path, **params) -> dict:
-        return httpx.post(f"{live}/predict", params=params, files=upload(path), timeout=60).json()
-
-    # an image on which the artifact's thresholds decide something, so that highlighting is tested
-    paths = digit_files["paths"]
-    image = next((p for p in paths if api(p)["predictions"][0]["labels"]), paths[0])
-    own, top2 = api(image)["predictions"][0], api(image, top_k=2)["predictions"][0]
-    requests, errors = [], []
-    page = chromium.new_page(viewport={"width": 1200, "height": 900})
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{live}/", wait_until="load")
-    # a selector, not wait_for_function: polling a JavaScript string needs eval, which the page's CSP forbids
-    page.wait_for_selector("#meta:has-text('10 labels')")
-    page.set_input_files("#file", str(image))
-    page.wait_for_selector("#results[data-done='1']")
-    shown = read_card(page)
-    page.fill("#top-k", "2")
-    page.press("#top-k", "Enter")
-    page.wait_for_selector("#results[data-done='2']")
-    shown_top2 = read_card(page)
-    page.fill("#threshold", "1.5")  # clears top k; the server refuses it and the page says so
-    page.press("#threshold", "Enter")
-    page.wait_for_selector("#results[data-done='3']")
-    error = page.text_content("#error") if page.is_visible("#error") else None
-    page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
-    assert not errors, errors
-    assert all(url.startswith((live, "blob:", "data:")) for url in requests), requests
-    assert_card(shown, own, marks=10)
-    assert_card(shown_top2, top2, marks=0)
-    assert len(shown_top2["chips"]) == 2
-    assert error is not None and error.startswith("invalid_query: query parameter 'threshold'")
-
-
-def read_card(page) -> dict:
-    """What the first result card shows: chips, highlighted bars, every bar's label and text, attributes."""
-    card = page.query_selector(".card")
-    rows = card.query_selector_all(".bar-row:not([hidden])")
-    return {
-        "name": card.query_selector(".name").text_content(),
-        "chips": [c.text_content() for c in card.query_selector_all(".chip")],
-        "on": [r.get_attribute("data-label") for r in card.query_selector_all(".bar-row.on")],
-        "bars": {r.get_attribute("data-label"): r.query_selector(".p").text_content() for r in rows},
-        "marks": len(card.query_selector_all(".mark")),
-        "attributes": {
-            a.get_attribute("data-attribute"): a.query_selector(".v").text_content()
-            for a in card.query_selector_all(".attr")
-        },
-    }
-
-
-def assert_card(shown: dict, record: dict, marks: int) -> None:
-    assert shown["name"] == record["path"]
-    assert sorted(shown["chips"]) == sorted(record["labels"]) == sorted(shown["on"])
-    assert shown["bars"] == {name: f"{p:.3f}" for name, p in record["scores"].items()}
-    assert list(shown["bars"]) == sorted(record["scores"], key=record["scores"].get, reverse=True)
-    assert shown["marks"] == marks
-    assert shown["attributes"] == {name: a["class"] for name, a in record["attributes"].items()}

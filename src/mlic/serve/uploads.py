@@ -7,7 +7,7 @@ written to disk, and a file name is only cleaned and echoed back. Only PNG,
 JPEG, GIF, BMP, TIFF and WebP reach Pillow (sniffed from the first bytes), and
 they are decoded by ``mlic.data.images.decode_image``, as files are, the pixel
 limit checked from the header before decoding. Every refusal is an
-``ApiError`` that ``mlic.serve`` answers as JSON.
+``ApiError`` that ``mlic.serve.app`` answers as JSON.
 """
 
 from __future__ import annotations
