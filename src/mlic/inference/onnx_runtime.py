@@ -90,6 +90,7 @@ class OnnxModel:
     """
 
     def __init__(self, artifact: Artifact, *, device: str | torch.device = "cpu") -> None:
+        require("onnx", "running ONNX models")
         self.artifact = artifact
         self.schema = artifact.schema
         self.session = session(onnx_bytes(artifact), providers_for(device), str(artifact.path / ONNX_FILE))
