@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import TINY
+from helpers import EXPORT_HEADS, EXPORT_PRE, EXPORT_SCHEMA, EXPORT_THRESHOLDS, TINY, perturb_batchnorm
 from mlic.artifact import Artifact, save_artifact
 from mlic.data import multidigits
 from mlic.data.images import Preprocessing
@@ -37,22 +37,15 @@ class Made:
     model: Classifier
 
 
-def perturb_batchnorm(model: Classifier) -> None:
-    """Non-default BatchNorm statistics, so that buffers must travel with the weights."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-
-
 @pytest.fixture(scope="session")
 def make_artifact(tmp_path_factory) -> Callable[..., Made]:
     """The one factory of small untrained artifacts for every test that needs one.
 
     ``make_artifact(schema=SMALL_SCHEMA, *, head="linear", head_options=None, backbone="mlic_cnn",
-    preprocessing=32 x 32 without flips, decision=0.5 for every label (a ``Decision`` or per-label
-    thresholds), seed=0, tweak=None (a function that changes the model before it is saved, e.g.
-    ``perturb_batchnorm``), training=None, path=None (a new temporary folder))`` -> ``Made``.
+    drop_rate=0, preprocessing=32 x 32 without flips, decision=0.5 for every label (a ``Decision``
+    or per-label thresholds), seed=0, tweak=None (a function that changes the model before it is
+    saved, e.g. ``helpers.perturb_batchnorm``), training=None, path=None (a new temporary folder))``
+    -> ``Made``.
     """
 
     def make(
@@ -61,6 +54,7 @@ def make_artifact(tmp_path_factory) -> Callable[..., Made]:
         head: str = "linear",
         head_options: dict | None = None,
         backbone: str = "mlic_cnn",
+        drop_rate: float = 0.0,
         preprocessing: Preprocessing | None = None,
         decision: Decision | np.ndarray | None = None,
         seed: int = 0,
@@ -70,7 +64,8 @@ def make_artifact(tmp_path_factory) -> Callable[..., Made]:
     ) -> Made:
         pre = preprocessing or Preprocessing(image_size=(32, 32), hflip=False)
         torch.manual_seed(seed)
-        config = ModelConfig(backbone=backbone, head=head, head_kwargs=dict(head_options or {}))
+        options = dict(head_options or {})
+        config = ModelConfig(backbone=backbone, head=head, head_kwargs=options, drop_rate=drop_rate)
         model = build_classifier(schema, config, mean=pre.mean, std=pre.std)
         if tweak is not None:
             with torch.no_grad():
@@ -148,3 +143,28 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="session")
+def exported(make_artifact, tmp_path_factory) -> dict[str, Path]:
+    """One random-weight artifact per head (BatchNorm statistics moved, so buffers travel), exported to ONNX
+    once per session."""
+    from mlic.export import export_onnx
+
+    root = tmp_path_factory.mktemp("export")
+    folders = {head: unexported_artifact(make_artifact, root / head, head) for head in EXPORT_HEADS}
+    for folder in folders.values():
+        export_onnx(folder)
+    return folders
+
+
+@pytest.fixture
+def unexported(make_artifact, tmp_path) -> Path:
+    """An artifact like those of ``exported``, not exported yet, for tests that change it."""
+    return unexported_artifact(make_artifact, tmp_path / "artifact")
+
+
+def unexported_artifact(make_artifact, path: Path, head: str = "linear") -> Path:
+    made = make_artifact(EXPORT_SCHEMA, head=head, preprocessing=EXPORT_PRE, decision=EXPORT_THRESHOLDS,
+                         tweak=perturb_batchnorm, path=path)  # fmt: skip
+    return made.path

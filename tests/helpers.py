@@ -12,17 +12,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
+from mlic.data.images import Preprocessing
 from mlic.errors import DataError, MlicError
 from mlic.metrics import blocks
+from mlic.schema import Attribute, LabelSchema
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
+    from mlic.models import Classifier
     from mlic.predict import Predictor
 
 
@@ -264,3 +268,34 @@ def assert_alive(client: TestClient, digit_files: dict) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     answer = client.post("/predict", files=upload(digit_files["paths"][0]))
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
+
+
+# -- models ----------------------------------------------------------------------------------------
+def perturb_batchnorm(model: Classifier) -> None:
+    """Non-default BatchNorm statistics, so that buffers must travel with the weights."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+
+
+# -- the command line ------------------------------------------------------------------------------
+def invoke(*args: object, code: int = 0) -> str:
+    """``mlic ARGS`` through typer's CliRunner; asserts the exit code; its stdout (stderr when it fails)."""
+    from typer.testing import CliRunner
+
+    from mlic.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, result.output + repr(result.exception)
+    return result.stdout if code == 0 else result.stderr
+
+
+# -- ONNX exports (the session's ``exported`` and ``unexported`` fixtures) -----------------------------
+EXPORT_SCHEMA = LabelSchema(
+    ("cat", "dog", "bird", "fish"),
+    (Attribute("size", ("s", "m", "l")), Attribute("indoor", ("no", "yes"))),
+)
+EXPORT_PRE = Preprocessing(image_size=(32, 40), mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1), hflip=False)
+EXPORT_THRESHOLDS = np.array([0.3, 0.5, 0.5, 0.7])
+EXPORT_HEADS = ("linear", "csra", "ml-decoder")

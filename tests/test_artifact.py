@@ -14,15 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from helpers import fuzz
+from helpers import fuzz, perturb_batchnorm
 from mlic.artifact import (
     CONFIG_FILE,
     FORMAT,
     FORMAT_VERSION,
     WEIGHTS_FILE,
-    Artifact,
     load_artifact,
-    save_artifact,
 )
 from mlic.data.images import Preprocessing
 from mlic.errors import ArtifactError
@@ -36,25 +34,22 @@ THRESHOLDS = np.array([0.25, 0.5, 0.8125])
 TRAINING = {"epochs": 3, "val": {"mAP": 0.75}, "data": "demo"}
 
 
-def make_model(schema: LabelSchema = SCHEMA, config: ModelConfig | None = None, seed: int = 0):
-    torch.manual_seed(seed)
-    model = build_classifier(schema, config, mean=PRE.mean, std=PRE.std)
-    for m in model.modules():  # non-default BatchNorm statistics, so buffers travel too
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+@pytest.fixture(scope="module")
+def save(make_artifact):
+    """``save(path, schema, thresholds, **options)``: ``make_artifact`` with random weights (BatchNorm
+    statistics moved, so that buffers travel too), a fixed decision rule and a training summary."""
 
+    def save(path: Path, schema: LabelSchema = SCHEMA, thresholds=THRESHOLDS, **options):
+        options = {"decision": Decision("fixed", np.asarray(thresholds, dtype=np.float64)),
+                   "training": TRAINING, **options}  # fmt: skip
+        return make_artifact(schema, preprocessing=PRE, tweak=perturb_batchnorm, path=path, **options)
 
-def save(path: Path, schema: LabelSchema = SCHEMA, thresholds=THRESHOLDS, **kwargs) -> Artifact:
-    decision = Decision("fixed", np.asarray(thresholds, dtype=np.float64))
-    return save_artifact(path, make_model(schema), PRE, decision, training=TRAINING, **kwargs)
+    return save
 
 
 @pytest.fixture
-def artifact_dir(tmp_path) -> Path:
-    save(tmp_path / "run" / "artifact")
-    return tmp_path / "run" / "artifact"
+def artifact_dir(save, tmp_path) -> Path:
+    return save(tmp_path / "run" / "artifact").path
 
 
 def edit_config(folder: Path, change) -> Path:
@@ -93,9 +88,9 @@ def test_round_trip(artifact_dir):
     assert artifact.decision.policy == "fixed"
 
 
-def test_rebuilt_model_gives_identical_logits(tmp_path):
-    model = make_model(seed=3)
-    artifact = save_artifact(tmp_path / "a", model, PRE, THRESHOLDS)
+def test_rebuilt_model_gives_identical_logits(save, tmp_path):
+    made = save(tmp_path / "a", decision=THRESHOLDS, training=None, seed=3)
+    artifact, model = made.artifact, made.model
     rebuilt = load_artifact(tmp_path / "a").build_model()
     assert not rebuilt.training
     x = images()
@@ -106,17 +101,17 @@ def test_rebuilt_model_gives_identical_logits(tmp_path):
     assert artifact.build_model().training is False
 
 
-def test_round_trip_of_a_non_default_model(tmp_path):
+def test_round_trip_of_a_non_default_model(save, tmp_path):
     config = ModelConfig(backbone="mlic_cnn_wide", head_kwargs={"dropout": 0.1}, drop_rate=0.2)
-    model = make_model(config=config, seed=4)
-    save_artifact(tmp_path, model, PRE, THRESHOLDS)
+    options = {"backbone": "mlic_cnn_wide", "head_options": {"dropout": 0.1}, "drop_rate": 0.2}
+    model = save(tmp_path, decision=THRESHOLDS, training=None, seed=4, **options).model
     artifact = load_artifact(tmp_path)
     assert artifact.model == config
     with torch.no_grad():
         torch.testing.assert_close(artifact.build_model()(images()), model(images()), rtol=0, atol=0)
 
 
-def test_round_trip_of_an_attributes_only_schema(tmp_path):
+def test_round_trip_of_an_attributes_only_schema(save, tmp_path):
     schema = LabelSchema(attributes=(Attribute("size", ("s", "m", "l")),))
     save(tmp_path, schema, thresholds=np.zeros(0))
     artifact = load_artifact(tmp_path)
@@ -175,10 +170,9 @@ def test_older_mlic_json_layouts_load_as_one_decision_rule(artifact_dir, decisio
     )
 
 
-def test_save_over_an_existing_artifact(artifact_dir):
+def test_save_over_an_existing_artifact(save, artifact_dir):
     before = load_artifact(artifact_dir).weights_sha256
-    model = make_model(seed=9)
-    save_artifact(artifact_dir, model, PRE, THRESHOLDS)
+    model = save(artifact_dir, decision=THRESHOLDS, training=None, seed=9).model
     artifact = load_artifact(artifact_dir)
     assert artifact.weights_sha256 != before
     assert artifact.training == {}
@@ -325,7 +319,7 @@ def json_paths(value, prefix=()) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Path:
+def pristine(save, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("pristine") / "artifact"
     save(folder)
     return folder

@@ -10,12 +10,8 @@ import torch
 from PIL import Image
 
 import mlic
-from mlic.artifact import save_artifact
-from mlic.data.images import Preprocessing
 from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError, DataError
-from mlic.models import build_classifier
-from mlic.models.outputs import probabilities
 from mlic.predict import Predictor, find_images, load
 from mlic.schema import Attribute, LabelSchema
 
@@ -23,19 +19,19 @@ SCHEMA = LabelSchema(
     ("cat", "dog", "bird", "fish"),
     (Attribute("size", ("s", "m", "l")), Attribute("indoor", ("no", "yes"))),
 )
+
+
 # Label "cat" is always decided (p >= 0), "dog" never (p < 1), the others by their scores.
 THRESHOLDS = np.array([0.0, 1.0, 0.5, 0.45])
 
 
 @pytest.fixture(scope="module")
-def artifact_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_classifier(SCHEMA)
-    with torch.no_grad():  # spread the scores so that decisions differ between labels and images
+def artifact_dir(make_artifact, tmp_path_factory) -> Path:
+    def spread(model):  # spread the scores so that decisions differ between labels and images
         model.head.fc.weight.mul_(20)
-    run = tmp_path_factory.mktemp("predict") / "run"
-    save_artifact(run / "artifact", model, Preprocessing(image_size=(32, 32), hflip=False), THRESHOLDS)
-    return run / "artifact"
+
+    path = tmp_path_factory.mktemp("predict") / "run" / "artifact"
+    return make_artifact(SCHEMA, decision=THRESHOLDS, tweak=spread, path=path).path
 
 
 @pytest.fixture(scope="module")
@@ -64,34 +60,6 @@ def image_files(tmp_path_factory) -> tuple[list[Path], list[np.ndarray]]:
         paths.append(folder / f"{i}.png")
         Image.fromarray(a).save(paths[-1])
     return paths, pixels
-
-
-# -- probabilities ---------------------------------------------------------------------------------
-def test_probabilities_sigmoid_and_softmax_per_attribute():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(6, SCHEMA.num_outputs, generator=g) * 3
-    probs = probabilities(SCHEMA, logits)
-    assert probs.labels.shape == (6, 4)
-    np.testing.assert_allclose(probs.labels, 1 / (1 + np.exp(-logits[:, :4].numpy())), rtol=1e-5)
-    assert [p.shape for p in probs.attributes] == [(6, 3), (6, 2)]
-    for p, sl in zip(probs.attributes, SCHEMA.attribute_slices):
-        np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
-        z = logits[:, sl].numpy()
-        expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        np.testing.assert_allclose(p, expected, rtol=1e-5)
-    # Softmax is per attribute: shifting one attribute's logits changes nothing, unlike the labels.
-    shifted = logits.clone()
-    shifted[:, 4:7] += 10
-    again = probabilities(SCHEMA, shifted)
-    np.testing.assert_allclose(again.attributes[0], probs.attributes[0], rtol=1e-5)
-    np.testing.assert_array_equal(again.labels, probs.labels)
-
-
-def test_probabilities_of_half_logits_are_float32():
-    probs = probabilities(SCHEMA, torch.zeros(2, SCHEMA.num_outputs, dtype=torch.bfloat16))
-    assert probs.labels.dtype == np.float32
-    np.testing.assert_array_equal(probs.labels, 0.5)
-    np.testing.assert_allclose(probs.attributes[0], 1 / 3)
 
 
 # -- predict ---------------------------------------------------------------------------------------

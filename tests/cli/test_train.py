@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from helpers import TINY, coco, coco_data, image, invoke
 from mlic.cli import app
 from mlic.errors import ConfigError
 from mlic.training import train
 from mlic.training.config import OPTIONS, RESUMABLE
 
 runner = CliRunner()
-
-
-def invoke(*args: object, code: int = 0) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, result.output + repr(result.exception)
-    return result.output
 
 
 def test_every_declared_option_is_a_flag_under_its_group():
@@ -77,3 +73,85 @@ def test_config_json_holds_resolved_values(tiny_run):
     for name in ("image_size", "augment", "hflip", "precision", "num_workers"):
         assert saved[name] is not None, name
     assert list(saved) == list(OPTIONS)
+
+
+TINY_ARGS = [
+    "--demo-train", str(TINY["demo_train"]), "--demo-val", str(TINY["demo_val"]),
+    "--max-epochs", "1", "--batch-size", "64", "--image-size", "32", "--no-progress",
+]  # fmt: skip
+
+
+def artifact_of(stdout: str) -> Path:
+    """The artifact path that ``mlic train`` prints on its last line."""
+    return Path(stdout.strip().splitlines()[-1])
+
+
+def test_loss_flags_train_and_show_in_evaluate(tmp_path):
+    args = [*TINY_ARGS, "--demo-train", "128", "--demo-val", "32"]
+    artifact = artifact_of(
+        invoke("train", "--out", tmp_path / "run", "--loss", "asl", "--loss-option", "gamma_neg=2",
+               "--pos-weight", "auto", "--label-smoothing", "0.1", "--hide-positives", "0.3",
+               "--hidden-as", "negative", *args)
+    )  # fmt: skip
+    meta = json.loads((artifact / "mlic.json").read_text())["training"]["loss"]
+    assert meta["name"] == "asl" and meta["gamma_neg"] == 2 and meta["pos_weight"] == "auto"
+    shown = invoke("evaluate", artifact, "demo")
+    assert "loss name=asl" in shown and "trained with 30% of its positives hidden as negative" in shown
+    bad = runner.invoke(app, ["train", "--hidden-as", "zero", "--no-progress", "--out", str(tmp_path / "z")])
+    assert bad.exit_code == 2 and "'unknown', 'negative'" in bad.stderr
+    bad = runner.invoke(
+        app, ["train", "--pos-weight", "heavy", "--no-progress", "--out", str(tmp_path / "x")]
+    )
+    assert bad.exit_code == 2 and "--pos-weight takes a number or 'auto'" in bad.stderr
+    bad = runner.invoke(
+        app, ["train", "--loss-option", "gamma", "--no-progress", "--out", str(tmp_path / "y")]
+    )
+    assert bad.exit_code == 2 and "NAME=VALUE" in bad.stderr
+
+
+def test_head_flags_train_a_csra_model_that_predicts(tmp_path, digit_files):
+    args = [*TINY_ARGS, "--demo-train", "128", "--demo-val", "32"]
+    artifact = artifact_of(
+        invoke("train", "--out", tmp_path / "run", "--head", "csra", "--head-option", "temperatures=[1, 4]",
+               "--head-option", "lam=0.2", *args)
+    )  # fmt: skip
+    model = json.loads((artifact / "mlic.json").read_text())["model"]
+    assert model["head"] == "csra" and model["head_kwargs"] == {"temperatures": [1, 4], "lam": 0.2}
+    records = [
+        json.loads(line) for line in invoke("predict", artifact, *digit_files["paths"][:3]).splitlines()
+    ]
+    assert len(records) == 3 and set(records[0]["attributes"]) == {"count", "largest"}
+
+
+TRAIN_ARGS = [
+    "--max-epochs", "1", "--batch-size", "8", "--image-size", "32", "--workers", "0", "--no-progress",
+]  # fmt: skip
+
+
+# -- COCO -------------------------------------------------------------------------
+# -- the command line ---------------------------------------------------------------------
+def test_cli_trains_on_folders(tmp_path):
+    root = tmp_path / "data"
+    for i in range(10):
+        image(root / ("cat" if i % 2 else "dog") / f"{i}.png", seed=i)
+    image(root / "cat" / "0.png", seed=0)  # 0.png: cat and dog
+    out = invoke("train", "--data", root, "--out", tmp_path / "run", *TRAIN_ARGS)
+    meta = json.loads((Path(out.strip().splitlines()[-1]) / "mlic.json").read_text())
+    assert meta["schema"]["labels"] == ["cat", "dog"]
+
+
+def test_cli_trains_and_evaluates_on_coco_and_format_forces(tmp_path):
+    data = coco_data(12)
+    data["annotations"] += [
+        {"id": 10 + i, "image_id": 10 + i, "category_id": 1 + 2 * (i % 2)} for i in range(2, 10)
+    ]
+    f = coco(tmp_path / "annotations" / "instances_train.json", data, images=tmp_path / "train")
+    args = ["--drop-unannotated", "--out", tmp_path / "run", *TRAIN_ARGS]
+    artifact = Path(invoke("train", "--data", f, *args).strip().splitlines()[-1])
+    meta = json.loads((artifact / "mlic.json").read_text())
+    assert meta["schema"]["labels"] == ["cat", "dog", "zebra"]
+    figures = json.loads(invoke("evaluate", artifact, f, "--drop-unannotated", "--json", "--workers", "0"))
+    assert figures["n_samples"] == 10
+    assert json.loads(invoke("evaluate", artifact, f, "--json"))["n_samples"] == 12
+    bad = runner.invoke(app, ["evaluate", str(artifact), str(tmp_path / "train"), "--format", "voc"])
+    assert bad.exit_code == 2 and "not a VOC root" in bad.stderr

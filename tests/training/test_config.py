@@ -9,6 +9,7 @@ import pytest
 from mlic.data.formats import DEMO
 from mlic.data.images import MAX_IMAGE_PIXELS
 from mlic.errors import ConfigError
+from mlic.training import parse_devices
 from mlic.training.config import (
     GROUPS,
     OPTIONS,
@@ -93,3 +94,11 @@ def test_resumed_accepts_only_the_resumable_options():
     assert (changed.max_epochs, changed.devices, changed.num_workers, changed.progress) == (5, 2, 4, False)
     with pytest.raises(ConfigError, match="option 'lr' cannot change when resuming a run"):
         saved.resumed({"lr": 0.1})
+
+
+def test_unknown_option_and_bad_values_are_rejected():
+    with pytest.raises(ConfigError, match="unknown training options"):
+        TrainConfig.from_dict({"max_epoch": 3})
+    with pytest.raises(ConfigError, match="devices"):
+        parse_devices("two")
+    assert parse_devices("2") == 2 and parse_devices("0,1") == [0, 1] and parse_devices("auto") == "auto"

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, loading without unpickling, random state, moved runs, resumable loading."""
+"""Tests of mlic.training.checkpoints: atomic, pickle-free, random state, moved runs, intervals, kills."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from mlic.artifact import load_artifact
-from mlic.data import multidigits
-from mlic.data.images import ImageDataset, Preprocessing, build_transform
 from mlic.errors import ArtifactError, ConfigError
 from mlic.training import train
 from mlic.training.checkpoints import (
@@ -26,8 +24,6 @@ from mlic.training.checkpoints import (
     checkpoint_callbacks,
     load_checkpoint,
 )
-from mlic.training.datamodule import SeededSamples, TrainLoader, TrainSampler
-from mlic.training.metrics_log import MetricsLog
 
 
 class Payload:
@@ -141,122 +137,6 @@ def test_checkpoint_intervals(tmp_path):
     assert len(checkpoint_callbacks(tmp_path)) == len(by_steps) - 1  # at epoch ends only
     with pytest.raises(ConfigError, match="checkpoint_steps"):
         checkpoint_callbacks(tmp_path, steps=-1)
-
-
-# -- resumable training data (mlic.training.datamodule) -----------------------------------------------
-
-
-def test_train_sampler_order_is_a_function_of_seed_and_epoch_and_shards_cover_the_data():
-    a, b = TrainSampler(10, seed=4), TrainSampler(10, seed=4)
-    a.set_epoch(3), b.set_epoch(3)
-    assert list(a) == list(b) and {epoch for epoch, _ in a} == {3}
-    assert sorted(index for _, index in a) == list(range(10))
-    b.set_epoch(4)
-    assert [i for _, i in a] != [i for _, i in b]
-    shards = [TrainSampler(10, seed=4, world=3, rank=r) for r in range(3)]
-    assert all(len(s) == 4 and len(list(s)) == 4 for s in shards)  # padded to equal shares
-    assert {i for s in shards for _, i in s} == set(range(10))
-
-
-def test_train_sampler_skip_resumes_the_same_order():
-    sampler = TrainSampler(10, seed=4)
-    whole = list(sampler)
-    sampler.skip = 6
-    assert list(sampler) == whole[6:]
-    assert list(sampler) == whole
-
-
-@pytest.fixture(scope="module")
-def augmented() -> ImageDataset:
-    m = multidigits("val", 40, seed=0)
-    transform = build_transform(Preprocessing(image_size=(32, 32)), train=True, augment="light")
-    return ImageDataset(m, transform)
-
-
-def batches(loader) -> list[torch.Tensor]:
-    return [images for images, _, _ in loader]
-
-
-def test_augmentation_does_not_depend_on_workers_or_the_callers_generator(augmented):
-    def loader(workers: int) -> TrainLoader:
-        return TrainLoader(
-            SeededSamples(augmented, seed=1),
-            sampler=TrainSampler(len(augmented), seed=1),
-            batch_size=8,
-            collate_fn=augmented.collate,
-            num_workers=workers,
-            generator=torch.Generator().manual_seed(0),  # as DataModule's: the global one is not drawn from
-        )
-
-    torch.manual_seed(0)
-    before = torch.get_rng_state()
-    alone = batches(loader(0))
-    assert torch.equal(before, torch.get_rng_state())  # the caller's generator was left as it was
-    torch.manual_seed(123)
-    in_workers = batches(loader(2))
-    assert all(torch.equal(x, y) for x, y in zip(alone, in_workers, strict=True))
-    again = SeededSamples(augmented, seed=1)
-    assert not torch.equal(again[(0, 5)][0], again[(1, 5)][0])  # another epoch, another crop
-
-
-def test_train_loader_state_resumes_at_the_next_batch(augmented):
-    def loader() -> TrainLoader:
-        return TrainLoader(
-            SeededSamples(augmented, seed=1),
-            sampler=TrainSampler(len(augmented), seed=1),
-            batch_size=8,
-            collate_fn=augmented.collate,
-        )
-
-    whole = loader()
-    whole.sampler.set_epoch(2)
-    expected = batches(whole)
-    interrupted = loader()
-    interrupted.sampler.set_epoch(2)
-    iterator = iter(interrupted)
-    next(iterator), next(iterator)
-    state = interrupted.state_dict()
-    assert state == {"epoch": 2, "batches": 2}
-
-    resumed = loader()  # a new process: the sampler's epoch and position come from the state
-    resumed.load_state_dict(state)
-    rest = batches(resumed)
-    assert len(rest) == 3 and all(torch.equal(x, y) for x, y in zip(rest, expected[2:]))
-    assert resumed.state_dict() == {"epoch": 2, "batches": 5}
-    assert len(batches(resumed)) == 5  # the next iteration is a whole epoch again
-
-
-def test_a_loader_state_of_another_epoch_is_not_applied(augmented):
-    loader = TrainLoader(
-        SeededSamples(augmented, seed=1),
-        sampler=TrainSampler(len(augmented), seed=1),
-        batch_size=8,
-        collate_fn=augmented.collate,
-    )
-    loader.load_state_dict({"epoch": 0, "batches": 5})  # an epoch that had ended
-    loader.sampler.set_epoch(1)
-    assert len(batches(loader)) == 5
-
-
-# -- metrics log (mlic.training.metrics_log) ---------------------------------------------------------
-
-
-def test_metrics_log_rewrites_the_whole_file_with_new_columns(tmp_path):
-    log = MetricsLog(tmp_path / "logs")
-    log.log_metrics({"train/loss": torch.tensor(1.5), "epoch": 0}, step=9)
-    log.save()
-    log.log_metrics({"val/mAP": 0.5, "epoch": 0}, step=9)
-    log.finalize("success")
-    lines = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()
-    assert lines == ["epoch,step,train/loss,val/mAP", "0,9,1.5,", "0,9,,0.5"]
-    assert os.listdir(tmp_path / "logs") == ["metrics.csv"]
-
-
-def test_training_writes_no_hyperparameter_yaml(tiny_run):
-    assert sorted(p.name for p in (tiny_run / "logs").iterdir()) == ["metrics.csv"]
-
-
-# -- a kill while an epoch is validated ----------------------------------------------------------
 
 
 class Killed(Exception):

@@ -5,27 +5,42 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import mlic.artifact
-from mlic.data.images import Preprocessing
 from mlic.errors import ConfigError
-from mlic.models import ModelConfig, build_classifier, create_head, list_heads
+from mlic.models import (
+    ModelConfig,
+    build_classifier,
+    create_head,
+    list_heads,
+)
 from mlic.models.heads import head_options
 from mlic.schema import Attribute, LabelSchema
 
 HEADS = list_heads()
+
+
 LABELS_ONLY = LabelSchema(("a", "b", "c", "d"))
+
+
 ATTRIBUTES_ONLY = LabelSchema(attributes=(Attribute("size", ("s", "m", "l")), Attribute("on", ("no", "yes"))))
+
+
 MIXED = LabelSchema(("a", "b"), (Attribute("size", ("s", "m", "l")),))
+
+
 SCHEMAS = pytest.mark.parametrize(
     "schema", [LABELS_ONLY, ATTRIBUTES_ONLY, MIXED], ids=["labels", "attributes", "mixed"]
 )
+
+
 # Backbones and the image side that suits them: a convnet ([B, C, H, W]) and a ViT ([B, N, C] tokens).
 BACKBONES = {"mlic_cnn": 32, "test_vit": 160}
+
+
 # Non-default options per head, to check that they are applied and saved; a new head may add its own.
 OPTIONS = {
     "linear": {"dropout": 0.1},
@@ -132,29 +147,23 @@ def test_gradients_reach_head_and_backbone(name, backbone):
 
 
 @pytest.mark.parametrize("name", HEADS)
-def test_artifact_round_trip(tmp_path, name):
+def test_artifact_round_trip(make_artifact, name):
     options = OPTIONS.get(name, {})
-    preprocessing = Preprocessing(image_size=(32, 32), hflip=False)
-    torch.manual_seed(0)
-    model = build_classifier(
-        MIXED,
-        ModelConfig(head=name, head_kwargs=options),
-        mean=preprocessing.mean,
-        std=preprocessing.std,
-    )
-    with torch.no_grad():  # move every parameter away from its initial value
+
+    def move_the_head(model):  # every parameter away from its initial value
         for p in model.head.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    mlic.artifact.save_artifact(tmp_path, model, preprocessing, np.full(MIXED.n_labels, 0.5))
-    saved = json.loads((tmp_path / "mlic.json").read_text())
+
+    made = make_artifact(MIXED, head=name, head_options=options, tweak=move_the_head)
+    saved = json.loads((made.path / "mlic.json").read_text())
     assert saved["model"]["head"] == name and saved["model"]["head_kwargs"] == options
-    artifact = mlic.artifact.load_artifact(tmp_path)
+    artifact = mlic.artifact.load_artifact(made.path)
     torch.manual_seed(1)  # a different initialisation, so that only the loaded weights can match
     loaded = artifact.build_model()
     assert artifact.model.head == name and artifact.model.head_kwargs == options
     x = images(4)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(x), made.model(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", HEADS)
@@ -299,3 +308,24 @@ def test_bad_option_values(name, options, message):
         create_head(name, 16, 5, **options)
     for option in head_options(name):
         assert f"{option}=" in str(info.value)
+
+
+# -- heads -----------------------------------------------------------------------------------------
+def test_heads_registry():
+    assert "linear" in list_heads()
+    assert list_heads() == sorted(list_heads())
+    head = create_head("linear", 16, 7)
+    assert head.pooled is True
+    assert head(torch.randn(3, 16)).shape == (3, 7)
+    assert create_head("linear", 16, 7, dropout=0.3).drop.p == 0.3
+
+
+def test_unknown_head():
+    with pytest.raises(
+        ConfigError, match=r"unknown head 'linaer'; did you mean 'linear'\? \(valid: .*linear"
+    ):
+        create_head("linaer", 16, 7)
+    with pytest.raises(ConfigError, match=r"unknown head 'zzz' \(valid: "):
+        create_head("zzz", 16, 7)
+    with pytest.raises(ConfigError, match="unknown head"):
+        build_classifier(MIXED, ModelConfig(head="zzz"))

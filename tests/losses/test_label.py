@@ -1,34 +1,22 @@
-"""Tests of mlic.losses against naive re-derivations of their formulas, with masking and degenerate cases."""
+"""Tests of mlic.losses.label against naive re-derivations of their formulas, masking, degenerate cases."""
 
 from __future__ import annotations
 
 import inspect
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mlic.errors import ConfigError
 from mlic.losses import (
     AsymmetricLoss,
     FocalLoss,
     HillLoss,
-    IgnoreMissing,
-    NegativeMissing,
-    SchemaLoss,
-    SelectiveMissing,
     SPLCLoss,
     WeightedBCE,
-    auto_pos_weight,
     create_label_loss,
-    create_missing_policy,
-    label_priors,
-    list_losses,
-    list_missing_policies,
 )
-from mlic.schema import Attribute, LabelSchema
 
 
 def naive_weighted_bce(logits, targets, pos_weight=1.0, neg_weight=1.0) -> float:
@@ -166,130 +154,6 @@ def test_weighted_bce_analytic_gradient():
     torch.testing.assert_close(x.grad, expected)
 
 
-# -- registry --------------------------------------------------------------------------------------
-def test_create_label_loss():
-    assert "bce" in list_losses()
-    loss = create_label_loss("bce", pos_weight=2.0)
-    assert isinstance(loss, WeightedBCE) and loss.pos_weight.item() == 2.0
-    assert isinstance(create_label_loss(), WeightedBCE)
-
-
-def test_create_label_loss_unknown_name_lists_valid_names():
-    with pytest.raises(ConfigError, match=r"unknown loss 'bc'; did you mean 'bce'\? \(valid: bce") as info:
-        create_label_loss("bc")
-    for name in list_losses():
-        assert name in str(info.value)
-    with pytest.raises(ConfigError, match=r"unknown loss 'zzzz' \(valid: "):
-        create_label_loss("zzzz")
-
-
-# -- SchemaLoss ------------------------------------------------------------------------------------
-MIXED = LabelSchema(("a", "b", "c"), (Attribute("size", ("s", "m", "l")), Attribute("on", ("no", "yes"))))
-
-
-def naive_cross_entropy(logits, targets) -> float:
-    """Mean over known targets of -log softmax(logits)[target]."""
-    terms = []
-    for row, t in zip(logits.tolist(), targets.tolist()):
-        if t == -1:
-            continue
-        m = max(row)
-        log_z = m + math.log(sum(math.exp(v - m) for v in row))
-        terms.append(log_z - row[t])
-    return sum(terms) / len(terms)
-
-
-def test_schema_loss_is_label_loss_plus_cross_entropy_per_attribute():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(5, MIXED.num_outputs, generator=g)
-    labels = torch.tensor([[1, 0, -1], [0, 0, 1], [1, 1, 1], [-1, 0, 0], [0, 1, 0]], dtype=torch.int8)
-    attributes = torch.tensor([[0, 1], [2, -1], [-1, 0], [1, 1], [2, -1]])
-    out = SchemaLoss(MIXED)(logits, labels, attributes)
-    expected_labels = naive_weighted_bce(logits[:, :3], labels)
-    expected_attributes = naive_cross_entropy(logits[:, 3:6], attributes[:, 0]) + naive_cross_entropy(
-        logits[:, 6:8], attributes[:, 1]
-    )
-    assert out["labels"].item() == pytest.approx(expected_labels, rel=1e-5)
-    assert out["attributes"].item() == pytest.approx(expected_attributes, rel=1e-5)
-    assert out["loss"].item() == pytest.approx(expected_labels + expected_attributes, rel=1e-5)
-    assert not out["labels"].requires_grad and not out["attributes"].requires_grad
-
-
-def test_schema_loss_uses_the_given_label_loss():
-    g = torch.Generator().manual_seed(1)
-    logits = torch.randn(4, MIXED.num_outputs, generator=g)
-    labels = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=torch.int8)
-    attributes = torch.full((4, 2), -1)
-    out = SchemaLoss(MIXED, WeightedBCE(3.0, 0.2))(logits, labels, attributes)
-    assert out["labels"].item() == pytest.approx(
-        naive_weighted_bce(logits[:, :3], labels, 3.0, 0.2), rel=1e-5
-    )
-
-
-def test_schema_loss_gradient_masks_unknowns():
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(3, MIXED.num_outputs, generator=g, requires_grad=True)
-    labels = torch.tensor([[1, -1, 0], [0, 1, -1], [-1, 0, 1]], dtype=torch.int8)
-    attributes = torch.tensor([[0, -1], [-1, 1], [2, -1]])
-    SchemaLoss(MIXED)(x, labels, attributes)["loss"].backward()
-    label_grad = x.grad[:, :3]
-    assert (label_grad[labels == -1] == 0).all() and (label_grad[labels != -1] != 0).all()
-    assert (x.grad[1, 3:6] == 0).all()  # size unknown in row 1
-    assert (x.grad[0, 6:8] == 0).all() and (x.grad[2, 6:8] == 0).all()  # "on" unknown in rows 0 and 2
-    assert (x.grad[0, 3:6] != 0).all() and (x.grad[1, 6:8] != 0).all()
-
-
-def test_an_attribute_column_all_unknown_contributes_zero():
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(4, MIXED.num_outputs, generator=g, requires_grad=True)
-    labels = torch.zeros(4, 3, dtype=torch.int8)
-    attributes = torch.tensor([[0, -1], [1, -1], [2, -1], [0, -1]])
-    out = SchemaLoss(MIXED)(x, labels, attributes)
-    assert torch.isfinite(out["loss"])
-    assert out["attributes"].item() == pytest.approx(
-        naive_cross_entropy(x[:, 3:6].detach(), attributes[:, 0])
-    )
-    out["loss"].backward()
-    assert (x.grad[:, 6:8] == 0).all()
-    # Every target unknown: loss 0, finite, with zero gradient.
-    x.grad = None
-    out = SchemaLoss(MIXED)(x, torch.full((4, 3), -1, dtype=torch.int8), torch.full((4, 2), -1))
-    assert out["loss"].item() == 0.0 and out["attributes"].item() == 0.0
-    out["loss"].backward()
-    assert x.grad is None or (x.grad == 0).all()
-
-
-def test_schema_loss_attributes_only():
-    schema = LabelSchema(attributes=(Attribute("size", ("s", "m", "l")),))
-    g = torch.Generator().manual_seed(4)
-    logits = torch.randn(4, 3, generator=g)
-    targets = torch.tensor([[0], [2], [-1], [1]])
-    out = SchemaLoss(schema)(logits, torch.zeros(4, 0, dtype=torch.int8), targets)
-    assert out["labels"].item() == 0.0
-    expected = F.cross_entropy(logits[[0, 1, 3]], targets[[0, 1, 3], 0])
-    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert out["attributes"].item() == pytest.approx(naive_cross_entropy(logits, targets[:, 0]), rel=1e-5)
-
-
-def test_schema_loss_labels_only():
-    schema = LabelSchema(("a", "b"))
-    logits, targets = make_case(9, b=4, n_labels=2)
-    out = SchemaLoss(schema)(logits, targets, torch.zeros(4, 0, dtype=torch.int64))
-    assert out["attributes"].item() == 0.0
-    torch.testing.assert_close(out["loss"], WeightedBCE()(logits, targets))
-
-
-def test_schema_loss_computes_in_float32_for_half_logits():
-    g = torch.Generator().manual_seed(5)
-    logits = torch.randn(3, MIXED.num_outputs, generator=g)
-    labels = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0]], dtype=torch.int8)
-    attributes = torch.tensor([[0, 1], [1, 0], [2, 1]])
-    low = SchemaLoss(MIXED)(logits.bfloat16(), labels, attributes)["loss"]
-    assert low.dtype == torch.float32
-    full = SchemaLoss(MIXED)(logits.bfloat16().float(), labels, attributes)["loss"]
-    assert low.item() == full.item()
-
-
 # == every label loss against its formula, written out per element =================================
 def sig(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
@@ -346,7 +210,11 @@ def naive_loss(name, kw, logits, targets, weight=None, epoch=0) -> float:
 
 
 PW = torch.tensor([1.0, 2.0, 0.5, 4.0, 1.5])
+
+
 NW = torch.tensor([0.1, 1.0, 3.0, 1.0, 0.7])
+
+
 CASES = [
     ("bce", {}),
     ("bce", {"pos_weight": PW, "neg_weight": 0.5, "label_smoothing": 0.1}),
@@ -360,6 +228,8 @@ CASES = [
     ("splc", {}),
     ("splc", {"tau": 0.7, "margin": 0.5, "gamma": 1.0, "pos_weight": 2.0, "label_smoothing": 0.1}),
 ]
+
+
 CASE_IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
 
 
@@ -536,158 +406,3 @@ def test_splc_corrects_confident_negatives_only_from_start_epoch():
     x = logits.clone().requires_grad_(True)
     loss(x, targets).backward()
     assert x.grad[0, 3] == 0
-
-
-def test_schema_loss_set_epoch_reaches_splc():
-    schema = LabelSchema(("a", "b"))
-    loss = SchemaLoss(schema, SPLCLoss())
-    loss.set_epoch(3)
-    assert loss.label_loss.epoch == 3
-    SchemaLoss(schema).set_epoch(3)  # a loss without epochs: nothing to do
-
-
-# == missing-label policies =============================================================================
-def test_ignore_policy_is_identity_with_no_weight():
-    _, targets = make_case(0)
-    out, weight = IgnoreMissing()(targets)
-    assert out is targets and weight is None
-
-
-@pytest.mark.parametrize("missing_weight", [1.0, 0.3, 0.0])
-def test_negative_policy_treats_unknowns_as_weighted_negatives(missing_weight):
-    logits, targets = make_case(1, n_labels=5)
-    policy = create_missing_policy("negative", missing_weight=missing_weight)
-    assert isinstance(policy, NegativeMissing)
-    out, weight = policy(targets)
-    unknown = targets == -1
-    assert (out[unknown] == 0).all() and (out[~unknown] == targets[~unknown]).all()
-    assert (weight[unknown] == missing_weight).all() and (weight[~unknown] == 1).all()
-    schema = LabelSchema(tuple("abcde"))
-    value = SchemaLoss(schema, missing=policy)(logits.double(), targets, torch.zeros(6, 0))["labels"]
-    naive_weight = torch.where(unknown, missing_weight, 1.0)
-    expected = naive_loss("bce", {}, logits.double(), torch.where(unknown, 0, targets), weight=naive_weight)
-    assert value.item() == pytest.approx(expected, rel=1e-9)
-    if missing_weight == 0.0:  # weight 0: the same as ignoring them
-        ignored = SchemaLoss(schema)(logits.double(), targets, torch.zeros(6, 0))["labels"]
-        assert value.item() == pytest.approx(ignored.item(), rel=1e-12)
-
-
-def test_selective_policy_ignores_unknowns_of_common_labels_only():
-    train = np.array(
-        [[1, 0, 1, -1], [1, 0, 0, -1], [0, 0, 0, -1], [-1, 1, 0, -1], [1, 0, -1, -1]], dtype=np.int8
-    )
-    priors = label_priors(train)
-    torch.testing.assert_close(priors, torch.tensor([3 / 4, 1 / 5, 1 / 4, 1.0]))
-    policy = create_missing_policy("selective", train_targets=train, threshold=0.25, missing_weight=0.5)
-    assert isinstance(policy, SelectiveMissing)
-    assert policy.ignored.tolist() == [True, False, True, True]
-    targets = torch.tensor([[-1, -1, -1, -1], [1, 0, -1, 1]], dtype=torch.int8)
-    out, weight = policy(targets)
-    assert out.tolist() == [[-1, 0, -1, -1], [1, 0, -1, 1]]
-    assert weight.tolist() == [[1.0, 0.5, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
-    # In the schema loss: the ignored unknowns get zero gradient, the label-1 unknown is a weighted negative.
-    x = torch.randn(2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    out = SchemaLoss(LabelSchema(tuple("abcd")), missing=policy)(x, targets, torch.zeros(2, 0))
-    out["loss"].backward()
-    negative_grad = 0.5 * torch.sigmoid(x[0, 1]).item() / 2  # weight * p / B for a negative under BCE
-    assert x.grad[targets == -1].tolist() == [0.0, pytest.approx(negative_grad), 0.0, 0.0, 0.0]
-    default = create_missing_policy("selective", train_targets=train)
-    assert default.threshold == 0.05 and default.missing_weight == 1.0
-
-
-def test_missing_policy_registry_errors():
-    assert list_missing_policies() == ["ignore", "negative", "selective"]
-    with pytest.raises(ConfigError, match=r"unknown missing-label policy 'negativ'; did you mean 'negative'"):
-        create_missing_policy("negativ")
-    with pytest.raises(ConfigError, match="needs train_targets"):
-        create_missing_policy("selective")
-    with pytest.raises(ConfigError, match=r"unknown options \['threshold'\]"):
-        create_missing_policy("negative", threshold=0.5)
-    with pytest.raises(ConfigError, match="missing_weight"):
-        create_missing_policy("negative", missing_weight=-1.0)
-    with pytest.raises(ConfigError, match="labels"):
-        SelectiveMissing(torch.tensor([0.1, 0.9]))(torch.zeros(2, 3, dtype=torch.int8))
-
-
-def test_schema_loss_accepts_a_policy_name_and_keeps_its_outputs():
-    logits, targets = make_case(2, n_labels=3)
-    attributes = torch.randint(-1, 3, (6, 2), generator=torch.Generator().manual_seed(0))
-    attributes[:, 1] = attributes[:, 1].clamp(max=1)
-    full = torch.cat([logits, torch.randn(6, 5, generator=torch.Generator().manual_seed(1))], 1)
-    out = SchemaLoss(MIXED, missing="negative")(full, targets, attributes)
-    assert set(out) == {"loss", "labels", "attributes"}
-    expected = naive_loss("bce", {}, logits, torch.where(targets == -1, 0, targets))
-    assert out["labels"].item() == pytest.approx(expected, rel=1e-5)
-    default = SchemaLoss(MIXED)(full, targets, attributes)
-    assert out["attributes"].item() == default["attributes"].item()
-    assert SchemaLoss(MIXED)(full.double(), targets, attributes)["loss"].dtype == torch.float64
-
-
-# == auto pos_weight ====================================================================================
-def test_auto_pos_weight_is_negatives_over_positives_clipped():
-    train = np.array(
-        [[1, 0, 1, 0, -1], [0, 0, 1, 0, -1], [0, 0, 1, -1, -1], [0, 1, 0, -1, -1], [-1, 0, 1, 0, 1]],
-        dtype=np.int8,
-    )
-    # label 0: 3 neg / 1 pos; label 1: 4 / 1; label 2: 1 / 4 -> clipped up to 1;
-    # label 3: no positives -> max; label 4: 0 negatives / 1 positive -> 1.
-    weight = auto_pos_weight(train)
-    assert weight.dtype == torch.float32
-    assert weight.tolist() == [3.0, 4.0, 1.0, 100.0, 1.0]
-    assert auto_pos_weight(train, max_weight=3.5).tolist() == [3.0, 3.5, 1.0, 3.5, 1.0]
-    loss = create_label_loss("bce", pos_weight="auto", train_targets=train, max_pos_weight=3.5)
-    assert loss.pos_weight.tolist() == [3.0, 3.5, 1.0, 3.5, 1.0]
-    focal = create_label_loss("focal", pos_weight="auto", train_targets=train)
-    assert focal.pos_weight.tolist() == [3.0, 4.0, 1.0, 100.0, 1.0]
-
-
-def test_auto_pos_weight_errors():
-    with pytest.raises(ConfigError, match="needs train_targets"):
-        create_label_loss("bce", pos_weight="auto")
-    with pytest.raises(ConfigError, match="'balanced'"):
-        create_label_loss("bce", pos_weight="balanced")
-    with pytest.raises(ConfigError, match="-1, 0 or 1"):
-        auto_pos_weight(np.array([[0, 2]]))
-    with pytest.raises(ConfigError, match=r"\[N, L\]"):
-        auto_pos_weight(np.array([0, 1]))
-    with pytest.raises(ConfigError, match="max_weight"):
-        auto_pos_weight(np.array([[0, 1]]), max_weight=0.5)
-
-
-# == registry ============================================================================================
-def test_registry_lists_every_loss():
-    assert list_losses() == ["asl", "bce", "focal", "hill", "splc"]
-    classes = {
-        "bce": WeightedBCE,
-        "focal": FocalLoss,
-        "asl": AsymmetricLoss,
-        "hill": HillLoss,
-        "splc": SPLCLoss,
-    }
-    for name, cls in classes.items():
-        assert type(create_label_loss(name)) is cls
-
-
-@pytest.mark.parametrize("name", ["asl", "bce", "focal", "hill", "splc"])
-def test_every_loss_takes_the_common_options(name):
-    loss = create_label_loss(name, pos_weight=[1.0, 2.0], neg_weight=0.5, label_smoothing=0.1)
-    assert loss.pos_weight.tolist() == [1.0, 2.0] and loss.label_smoothing == 0.1
-    with pytest.raises(ConfigError, match=rf"loss '{name}' got unknown options \['gama', 'zzz'\]"):
-        create_label_loss(name, gama=2.0, zzz=1)
-    with pytest.raises(ConfigError, match="label_smoothing"):
-        create_label_loss(name, label_smoothing=1.0)
-    with pytest.raises(ConfigError, match="pos_weight"):
-        create_label_loss(name, pos_weight=-1.0)
-
-
-def test_loss_option_values_are_checked():
-    with pytest.raises(ConfigError, match="gamma"):
-        FocalLoss(gamma=-1.0)
-    with pytest.raises(ConfigError, match="alpha"):
-        FocalLoss(alpha=1.5)
-    with pytest.raises(ConfigError, match="clip"):
-        AsymmetricLoss(clip=1.0)
-    with pytest.raises(ConfigError, match="tau"):
-        SPLCLoss(tau=2.0)
-    with pytest.raises(ConfigError, match="unknown loss 'hil'; did you mean 'hill'"):
-        create_label_loss("hil")

@@ -1,8 +1,7 @@
-"""Tests of mlic.models: backbones by name and from local weight files, heads, and the classifier."""
+"""Tests of mlic.models.backbones: timm backbones by name, mlic_cnn, local weight files."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -12,25 +11,15 @@ from safetensors.torch import save_file
 from mlic.errors import ConfigError
 from mlic.models import (
     DEFAULT_BACKBONE,
-    Classifier,
-    ModelConfig,
     build_classifier,
     create_backbone,
-    create_head,
-    list_heads,
 )
 from mlic.schema import Attribute, LabelSchema
 
-LABELS_ONLY = LabelSchema(("a", "b", "c", "d"))
-ATTRIBUTES_ONLY = LabelSchema(attributes=(Attribute("size", ("s", "m", "l")), Attribute("on", ("no", "yes"))))
 MIXED = LabelSchema(("a", "b"), (Attribute("size", ("s", "m", "l")),))
 
+
 BACKBONES = ["mlic_cnn", "mlic_cnn_wide", "resnet10t"]
-
-
-def images(b: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (b, 3, size, size), generator=g, dtype=torch.uint8)
 
 
 def features(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -179,111 +168,3 @@ def test_weights_file_damaged(tmp_path, suffix):
     path.write_bytes(b"this is not a weights file" * 4)
     with pytest.raises(ConfigError, match=re.escape(str(path))):
         create_backbone("mlic_cnn", weights=path)
-
-
-# -- heads -----------------------------------------------------------------------------------------
-def test_heads_registry():
-    assert "linear" in list_heads()
-    assert list_heads() == sorted(list_heads())
-    head = create_head("linear", 16, 7)
-    assert head.pooled is True
-    assert head(torch.randn(3, 16)).shape == (3, 7)
-    assert create_head("linear", 16, 7, dropout=0.3).drop.p == 0.3
-
-
-def test_unknown_head():
-    with pytest.raises(
-        ConfigError, match=r"unknown head 'linaer'; did you mean 'linear'\? \(valid: .*linear"
-    ):
-        create_head("linaer", 16, 7)
-    with pytest.raises(ConfigError, match=r"unknown head 'zzz' \(valid: "):
-        create_head("zzz", 16, 7)
-    with pytest.raises(ConfigError, match="unknown head"):
-        build_classifier(MIXED, ModelConfig(head="zzz"))
-
-
-# -- classifier ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "schema", [LABELS_ONLY, ATTRIBUTES_ONLY, MIXED], ids=["labels", "attributes", "mixed"]
-)
-def test_logits_shape(schema):
-    torch.manual_seed(0)
-    model = build_classifier(schema).eval()
-    assert isinstance(model, Classifier) and model.schema is schema
-    with torch.no_grad():
-        logits = model(images(3))
-    assert logits.shape == (3, schema.num_outputs) and logits.dtype == torch.float32
-
-
-@pytest.mark.parametrize(
-    "backbone",
-    [
-        *BACKBONES,
-        "mobilenetv3_small_050",
-    ],
-)
-def test_classifier_on_each_backbone(backbone):
-    torch.manual_seed(0)
-    model = build_classifier(MIXED, ModelConfig(backbone=backbone)).eval()
-    with torch.no_grad():
-        logits = model(images(2, 64))
-    assert logits.shape == (2, MIXED.num_outputs)
-
-
-def test_uint8_input_equals_float_input():
-    torch.manual_seed(0)
-    model = build_classifier(MIXED).eval()
-    x = images(4)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), model(x.float()), rtol=0, atol=0)
-
-
-def test_normalisation_is_inside_the_model():
-    mean, std = (0.2, 0.4, 0.6), (0.1, 0.2, 0.3)
-    model = build_classifier(MIXED, mean=mean, std=std)
-    x = images(2)
-    expected = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    torch.testing.assert_close(model.normalize(x), expected)
-    # The normalisation constants are not weights: they come from the preprocessing config.
-    assert not any("pixel" in k for k in model.state_dict())
-    # Different constants give different logits from the same weights.
-    other = build_classifier(MIXED)
-    other.load_state_dict(model.state_dict())
-    model.eval()
-    other.eval()
-    with torch.no_grad():
-        assert not torch.allclose(model(x), other(x))
-
-
-def test_classifier_returns_logits_not_probabilities():
-    torch.manual_seed(0)
-    model = build_classifier(LABELS_ONLY).eval()
-    with torch.no_grad():
-        model.head.fc.bias.fill_(5.0)  # logits well above 1
-        logits = model(images(2))
-    assert (logits > 1).any()
-
-
-def test_model_config_round_trip():
-    config = ModelConfig(backbone="mlic_cnn_wide", head_kwargs={"dropout": 0.2}, drop_rate=0.1)
-    data = json.loads(json.dumps(config.to_dict()))
-    assert data == {
-        "backbone": "mlic_cnn_wide",
-        "head": "linear",
-        "head_kwargs": {"dropout": 0.2},
-        "in_chans": 3,
-        "drop_rate": 0.1,
-    }
-    assert ModelConfig.from_dict(data) == config
-    assert ModelConfig.from_dict({"backbone": "resnet10t", "unknown_key": 1}) == ModelConfig(
-        backbone="resnet10t"
-    )
-
-
-def test_model_config_is_applied():
-    config = ModelConfig(backbone="mlic_cnn_wide", head_kwargs={"dropout": 0.2}, drop_rate=0.1)
-    model = build_classifier(MIXED, config)
-    assert model.config is config
-    assert model.backbone.num_features == 512 and model.backbone.drop.p == 0.1
-    assert model.head.drop.p == 0.2
-    assert model.head.fc.in_features == 512 and model.head.fc.out_features == MIXED.num_outputs

@@ -1,4 +1,4 @@
-"""Training through Lightning: run directory, artifact, thresholds, resume, options."""
+"""Tests of mlic.training.run: options to artifact, resume, determinism, 10,000 labels, DDP, kills."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from helpers import TINY
 from mlic.artifact import load_artifact
 from mlic.data import multidigits
 from mlic.errors import ConfigError, DataError
-from mlic.training import TrainConfig, parse_devices, train, validation_split, warmup_cosine
+from mlic.training import TrainConfig, train
 
 
 def test_run_directory_holds_config_checkpoints_logs_and_artifact(tiny_run):
@@ -68,14 +68,6 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
         assert torch.equal(x, y), name
 
 
-def test_unknown_option_and_bad_values_are_rejected():
-    with pytest.raises(ConfigError, match="unknown training options"):
-        TrainConfig.from_dict({"max_epoch": 3})
-    with pytest.raises(ConfigError, match="devices"):
-        parse_devices("two")
-    assert parse_devices("2") == 2 and parse_devices("0,1") == [0, 1] and parse_devices("auto") == "auto"
-
-
 def test_missing_image_files_are_all_listed_before_training(tmp_path):
     (tmp_path / "tags.csv").write_text("path,tags\na.png,cat\nb.png,dog\nc.png,cat dog\n")
     with pytest.raises(DataError) as err:
@@ -83,46 +75,6 @@ def test_missing_image_files_are_all_listed_before_training(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         assert name in str(err.value)
     assert "3 of 3" in str(err.value)
-
-
-def test_validation_split_is_stratified_seeded_disjoint_and_complete():
-    m = multidigits("val", 50)
-    train_part, val_part = validation_split(m, 0.2, seed=3)
-    again, _ = validation_split(m, 0.2, seed=3)
-    assert 8 <= len(val_part) <= 12 and len(train_part) + len(val_part) == 50
-    assert set(train_part.paths).isdisjoint(val_part.paths)
-    assert train_part.paths == again.paths
-    assert val_part.meta["split"]["name"] == "val"  # made by mlic.data.split.stratified_split
-    with pytest.raises(ConfigError, match="val_fraction"):
-        validation_split(m, 1.0, seed=0)
-    with pytest.raises(ConfigError, match="cannot fill"):
-        validation_split(m.subset([0]), 0.2, seed=0)
-
-
-def test_training_without_val_data_splits_it_off_stratified(digit_files):
-    from mlic.training import load_splits
-
-    config = TrainConfig(data=str(digit_files["root"] / "data.jsonl"), val_fraction=0.25, seed=2)
-    train_part, val_part = load_splits(config)
-    assert len(train_part) + len(val_part) == 48 and val_part.meta["split"]["seed"] == 2
-    share = (val_part.labels == 1).sum(0) / ((train_part.labels == 1).sum(0) + (val_part.labels == 1).sum(0))
-    assert np.abs(share - 0.25).max() < 0.15
-
-
-def test_learning_rate_schedule_warms_up_then_decays_to_zero():
-    factors = np.array([warmup_cosine(s, 10, 100) for s in range(101)])
-    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert (np.diff(factors[10:]) <= 1e-12).all()
-    assert factors[100] == pytest.approx(0.0, abs=1e-12)
-
-
-def test_preprocessing_follows_the_backbones_pretrained_normalisation():
-    from mlic.training import resolve_preprocessing
-
-    inception = resolve_preprocessing(TrainConfig(data="x.csv", backbone="inception_v3", pretrained=True))
-    assert inception.mean == (0.5, 0.5, 0.5) and inception.image_size == (224, 224) and inception.hflip
-    scratch = resolve_preprocessing(TrainConfig(backbone="inception_v3"))
-    assert scratch.mean == (0.485, 0.456, 0.406) and scratch.image_size == (64, 64) and not scratch.hflip
 
 
 def test_options_are_validated_on_resume_and_not_mixed_with_a_config(tiny_run):
@@ -149,20 +101,6 @@ def test_loss_options_reach_the_loss_and_the_artifact(tmp_path):
     options = {**TINY, "demo_train": 128, "demo_val": 32}
     artifact = load_artifact(train(out=str(tmp_path / "run"), loss="focal", missing="negative", **options))
     assert artifact.training["loss"]["name"] == "focal" and artifact.training["loss"]["missing"] == "negative"
-
-
-def test_hidden_positives_reach_both_splits_and_the_loss_summary():
-    from mlic.training import load_splits, loss_summary
-
-    config = TrainConfig(demo_train=300, demo_val=100, hide_positives=0.5, hidden_as="unknown")
-    full_train, full_val = load_splits(TrainConfig(demo_train=300, demo_val=100))
-    train_set, val_set = load_splits(config)
-    for full, hidden in ((full_train, train_set), (full_val, val_set)):
-        positives = (full.labels == 1).sum()
-        assert (hidden.labels == 1).sum() == positives - round(0.5 * positives)
-        assert (hidden.labels == -1).sum() == round(0.5 * positives)
-    assert loss_summary(config)["hidden_positives"] == {"fraction": 0.5, "as": "unknown"}
-    assert "hidden_positives" not in loss_summary(TrainConfig())
 
 
 def test_ten_thousand_labels_train_and_evaluate_from_label_lists(tmp_path, monkeypatch):

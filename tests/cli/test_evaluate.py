@@ -1,0 +1,37 @@
+"""Tests of mlic.cli.evaluate: calibrate reports before and after; evaluate writes a self-contained report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from helpers import invoke
+from mlic.cli import app
+
+runner = CliRunner()
+
+
+def test_calibrate_command_reports_before_and_after(tiny_run, tmp_path):
+    import shutil
+
+    artifact = shutil.copytree(tiny_run / "artifact", tmp_path / "artifact")
+    out = invoke("calibrate", artifact, "demo", "--policy", "global")
+    assert "global chosen on demo" in out and "micro_f1" in out and "->" in out
+    result = json.loads(invoke("calibrate", artifact, "--policy", "top-k", "--k", "2", "--json"))
+    assert result["decision"]["policy"] == "top-k" and result["decision"]["k"] == 2
+    assert json.loads((Path(artifact) / "mlic.json").read_text())["decision"]["k"] == 2
+    bad = runner.invoke(app, ["calibrate", str(artifact), "--policy", "top-k"])
+    assert bad.exit_code == 2 and "top-k needs k" in bad.stderr
+
+
+def test_evaluate_writes_a_report_that_references_only_its_own_files(tiny_run, tmp_path):
+    out = invoke("evaluate", tiny_run, "demo", "--report", tmp_path / "report")
+    assert f"report: {tmp_path / 'report' / 'index.html'}" in out
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "digit_9" in page and "largest" in page and "http" not in page
+    import re
+
+    sources = re.findall(r'<img[^>]+src="([^"]+)"', page)
+    assert sources and all((tmp_path / "report" / s).is_file() for s in sources)

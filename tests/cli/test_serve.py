@@ -1,0 +1,41 @@
+"""Tests of mlic.cli.serve: its flags reach uvicorn as limits; bad options fail without serving."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from helpers import invoke
+from mlic.cli import app
+
+runner = CliRunner()
+
+
+def test_serve_help_flags_and_bad_options(tiny_run, tmp_path, monkeypatch):
+    """``mlic serve`` hands its flags to uvicorn as limits; bad options fail cleanly without serving."""
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda server_app, **kw: served.append((server_app, kw)))
+    help_text = invoke("serve", "--help")
+    for flag in ("--host", "--port", "--max-upload-mb", "--max-files", "--max-image-pixels", "--runtime"):
+        assert flag in help_text
+    limit_flags = ["--max-upload-mb", "1.5", "--max-files", "2", "--max-image-pixels", "0"]
+    invoke("serve", tiny_run, "--port", "9001", *limit_flags)
+    server_app, kw = served[-1]
+    assert kw["host"] == "127.0.0.1" and kw["port"] == 9001
+    limits = server_app.state.service.limits
+    assert (limits.max_upload_bytes, limits.max_files, limits.max_image_pixels) == (1_572_864, 2, None)
+    invoke("serve", tiny_run)
+    assert served[-1][0].state.service.limits.max_image_pixels == 50_000_000
+    for args, message in [
+        ((tiny_run, "--port", "0"), "--port"),
+        ((tiny_run, "--max-files", "0"), "--max-files"),
+        ((tiny_run, "--port", "http"), "--port"),
+        ((tiny_run, "--max-upload-mb", "0"), "error: max_upload_bytes must be a positive integer"),
+        ((tiny_run, "--log-level", "loud"), "error: unknown log level 'loud'"),
+        ((tmp_path / "missing",), "error: "),
+    ]:
+        result = runner.invoke(app, ["serve", *map(str, args)])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(served) == 2

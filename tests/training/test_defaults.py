@@ -1,0 +1,14 @@
+"""Tests of mlic.training.defaults: what follows from the options, resolved once."""
+
+from __future__ import annotations
+
+from mlic.training import TrainConfig
+
+
+def test_preprocessing_follows_the_backbones_pretrained_normalisation():
+    from mlic.training import resolve_preprocessing
+
+    inception = resolve_preprocessing(TrainConfig(data="x.csv", backbone="inception_v3", pretrained=True))
+    assert inception.mean == (0.5, 0.5, 0.5) and inception.image_size == (224, 224) and inception.hflip
+    scratch = resolve_preprocessing(TrainConfig(backbone="inception_v3"))
+    assert scratch.mean == (0.485, 0.456, 0.406) and scratch.image_size == (64, 64) and not scratch.hflip
