@@ -93,6 +93,13 @@ def train(
     head_option: Annotated[
         list[str] | None, typer.Option(help="Head option NAME=VALUE, repeatable (e.g. num_groups=100).")
     ] = None,
+    transfer: Annotated[
+        str,
+        typer.Option(
+            help="Label transfer from the nearest training images: auto (kept where it adds "
+            "validation mAP) or off."
+        ),
+    ] = "auto",
     loss: Annotated[str, typer.Option(help="Label loss: bce, focal, asl, hill or splc.")] = "bce",
     loss_option: Annotated[
         list[str] | None, typer.Option(help="Loss option NAME=VALUE, repeatable (e.g. gamma_neg=4).")
@@ -185,6 +192,7 @@ def train(
             weights=_str(weights),
             head=head,
             head_options=_run(parse_options, head_option or []),
+            transfer=transfer,
             loss=loss,
             loss_options=_run(parse_options, loss_option or []),
             pos_weight=_run(parse_pos_weight, pos_weight),
@@ -261,13 +269,25 @@ def calibrate(
     data: Annotated[
         str, typer.Argument(help="Validation data: 'demo' (MultiDigits validation split) or a file.")
     ] = "demo",
-    policy: Annotated[str, typer.Option(help="per-label, global, fixed or top-k.")] = "per-label",
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="auto (fixed, global or shrunk per-label, by cross-validation), per-label, global, "
+            "fixed or top-k."
+        ),
+    ] = "per-label",
     min_precision: Annotated[
         float | None, typer.Option(help="per-label: best F1 among thresholds with at least this precision.")
     ] = None,
     min_positives: Annotated[
         int, typer.Option(help="per-label: labels with fewer positives take the global threshold.")
     ] = 3,
+    shrinkage: Annotated[
+        float | None,
+        typer.Option(
+            help="per-label: pull each label's threshold toward the global one by this many positives."
+        ),
+    ] = None,
     threshold: Annotated[float, typer.Option(help="fixed: the threshold of every label.")] = 0.5,
     k: Annotated[int | None, typer.Option(help="top-k: labels decided per image.")] = None,
     format: Format = None,
@@ -284,12 +304,15 @@ def calibrate(
     options = _source_options(data, format, images_root, tag_separator, drop_unannotated)
     result = _run(
         calibrate_fn, artifact, data, policy, threshold=threshold, k=k, min_precision=min_precision,
-        min_positives=min_positives, batch_size=batch_size, num_workers=workers, **options,
+        min_positives=min_positives, shrinkage=shrinkage, batch_size=batch_size, num_workers=workers,
+        **options,
     )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result))
         return
-    typer.echo(f"{result['artifact']}: {policy} chosen on {result['data']} ({result['n_samples']} images)")
+    chosen = result["decision"]["policy"]
+    how = f"{policy} chose {chosen}" if policy != chosen else f"{policy} chosen"
+    typer.echo(f"{result['artifact']}: {how} on {result['data']} ({result['n_samples']} images)")
     for key in ("micro_f1", "macro_f1", "micro_precision", "micro_recall"):
         typer.echo(f"  {key:<16} {result['before'][key]:.4f} -> {result['after'][key]:.4f}")
     if result["unreachable"]:

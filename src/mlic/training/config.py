@@ -18,6 +18,8 @@ from mlic.data.images import (
 )
 from mlic.errors import ConfigError
 
+TRANSFER = ("auto", "off")
+
 
 @dataclass
 class TrainConfig:
@@ -39,6 +41,9 @@ class TrainConfig:
     head: str = "linear"
     """Classifier head: linear, csra or ml-decoder (``mlic.models.heads``)."""
     head_options: dict = field(default_factory=dict)
+    transfer: str = "auto"
+    """Label transfer from the nearest training images (``mlic.models.transfer``): auto (kept where it
+    adds validation mAP) or off."""
     loss: str = "bce"
     """Label loss: bce, focal, asl, hill or splc (``mlic.losses``)."""
     loss_options: dict = field(default_factory=dict)
@@ -93,6 +98,10 @@ class TrainConfig:
     """Also write ``checkpoints/last.ckpt`` when this much time has passed within an epoch (0: never)."""
     deterministic: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.transfer not in TRANSFER:
+            raise ConfigError(f"transfer must be one of {list(TRANSFER)}, got {self.transfer!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

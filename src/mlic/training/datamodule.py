@@ -83,6 +83,11 @@ class DataModule(L.LightningDataModule):
             sampler = ShardSampler(len(images), trainer.world_size, trainer.global_rank)
         return DataLoader(images, sampler=sampler, **self._loader_options(images))
 
+    def eval_dataloader(self, manifest: Manifest) -> DataLoader:
+        """All images of ``manifest`` in order, as validation sees them (no augmentation), in this process."""
+        images = ImageDataset(manifest, self.eval_transform, decoding=self.decoding, cache=self.cache)
+        return DataLoader(images, **self._loader_options(images))
+
     def _loader_options(self, images: ImageDataset) -> dict[str, Any]:
         return {
             "collate_fn": images.collate,

@@ -27,7 +27,7 @@ from mlic.data.images import (
 from mlic.errors import ConfigError, DataError
 from mlic.fileio import atomic_write_text
 from mlic.models import Classifier, ModelConfig, build_classifier
-from mlic.predict import Probabilities, probabilities
+from mlic.predict import probabilities
 from mlic.thresholds import choose_thresholds
 from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_callbacks, load_checkpoint
 from mlic.training.config import (
@@ -43,6 +43,7 @@ from mlic.training.config import (
 from mlic.training.datamodule import DataModule, default_workers, image_cache, load_splits
 from mlic.training.metrics_log import MetricsLog
 from mlic.training.module import MultiLabelModule, build_loss, validation_figures
+from mlic.training.transfer import MAX_BANK_BYTES, Embedded, attach_transfer, bank_bytes, fit_transfer
 
 BAD_IMAGES_FILE = "bad_images.txt"
 """In the run directory: the images skipped as unreadable, one ``path<TAB>reason`` per line."""
@@ -198,11 +199,26 @@ def finish(
     trainer: L.Trainer,
     seconds: float,
 ) -> Artifact:
-    """Choose per-label thresholds on validation and write the artifact."""
+    """Fit label transfer (where it wins on validation), choose the decision rule, write the artifact.
+
+    Validation scores for the decision rule come from a bank of the training
+    images only; the validation images join the bank afterwards.
+    """
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
-    probs, labels, attributes = predict_loader(model, data.val_dataloader(whole=True))
-    decision = choose_thresholds(labels, probs.labels, "per-label")
-    figures = validation_figures(model.schema.attribute_names, probs, labels, attributes)
+    schema = model.schema
+    val, attributes, attribute_logits = predict_loader(model, data.val_dataloader(whole=True))
+    transfer, label_logits = None, val.label_logits
+    if config.transfer == "auto" and schema.n_labels:
+        train, _, _ = predict_loader(model, data.eval_dataloader(data.train_manifest))
+        size = len(train.labels) + len(val.labels)
+        if bank_bytes(size, train.embeddings.shape[1], schema.n_labels) <= MAX_BANK_BYTES:
+            transfer, label_logits = fit_transfer(model, train, val)
+        if transfer is not None:
+            bank = torch.cat([train.embeddings, val.embeddings])
+            attach_transfer(model, transfer, bank, np.concatenate([train.labels, val.labels]))
+    probs = probabilities(schema, torch.cat([label_logits, attribute_logits], dim=1))
+    decision = choose_thresholds(val.labels, probs.labels, "auto", seed=config.seed)
+    figures = validation_figures(schema.attribute_names, probs, val.labels, attributes)
     summary = {
         "data": config.data or DEMO,
         "train_images": len(data.train_manifest),
@@ -212,6 +228,7 @@ def finish(
         "precision": str(trainer.precision),
         "loss": loss_summary(config),
         "validation": {k: round(float(v), 6) for k, v in figures.items()},
+        "label_transfer": transfer,
         "bad_images": len(tidy_bad_images(data.decoding.bad_log)) if data.decoding.bad_log else 0,
         "config": asdict(config),
     }
@@ -219,22 +236,24 @@ def finish(
 
 
 @torch.inference_mode()
-def predict_loader(model: Classifier, loader: DataLoader) -> tuple[Probabilities, np.ndarray, np.ndarray]:
-    logits, labels, attributes = [], [], []
+def predict_loader(model: Classifier, loader: DataLoader) -> tuple[Embedded, np.ndarray, torch.Tensor]:
+    """One pass without label transfer: label logits, features and targets; attributes and their logits."""
+    logits, embeddings, labels, attributes = [], [], [], []
     try:
         for batch in loader:
             if batch is None:  # every image of the batch was unreadable and skipped
                 continue
             images, y, a = batch
-            logits.append(model(images).float())
+            z, e = model.forward_parts(images)
+            logits.append(z.float())
+            embeddings.append(e.float())
             labels.append(y)
             attributes.append(a)
     except DataError as e:
         raise worker_error(e) from None
     if not logits:
         raise DataError("no validation image could be decoded")
-    return (
-        probabilities(model.schema, torch.cat(logits)),
-        torch.cat(labels).numpy(),
-        torch.cat(attributes).numpy(),
-    )
+    z = torch.cat(logits)
+    n_labels = model.schema.n_labels
+    embedded = Embedded(z[:, :n_labels], torch.cat(embeddings), torch.cat(labels).numpy())
+    return embedded, torch.cat(attributes).numpy(), z[:, n_labels:]
