@@ -301,3 +301,26 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
     # a resumed run logs to a folder of its own, made at its first write (a run killed before has none)
     last_log = max((killed / "logs").glob("resume-*/metrics.csv"), key=lambda p: int(p.parent.name[7:]))
     assert "val/mAP" in last_log.read_text()
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.1])
+def test_the_optimizer_runs_the_backbone_at_its_share_of_the_rate_and_decays_no_bias(scale):
+    from mlic.models import ModelConfig, build_classifier
+    from mlic.schema import LabelSchema
+    from mlic.training.module import build_optimizer
+
+    model = build_classifier(LabelSchema(("a", "b")), ModelConfig())
+    optimizer = build_optimizer(model, 0.01, 0.05, scale)
+    backbone = {id(p) for p in model.backbone.parameters()}
+    seen = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            seen += 1
+            assert group["lr"] == pytest.approx(0.01 * (scale if id(p) in backbone else 1.0))
+            assert group["weight_decay"] == (0.0 if p.ndim <= 1 else 0.05)
+    assert seen == len(list(model.parameters()))
+
+
+def test_a_backbone_rate_share_must_be_positive():
+    with pytest.raises(ConfigError, match="backbone_lr_scale"):
+        TrainConfig(backbone_lr_scale=0.0)

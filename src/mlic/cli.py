@@ -125,6 +125,9 @@ def train(
     max_epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate of AdamW (cosine schedule).")] = 3e-3,
+    backbone_lr_scale: Annotated[
+        float, typer.Option(help="The backbone's learning rate as a share of --lr (the head's).")
+    ] = 1.0,
     weight_decay: float = 0.05,
     image_size: Annotated[int | None, typer.Option(help="Input size (default 64 demo, 224 else).")] = None,
     augment: Annotated[str | None, typer.Option(help="light, shift or none.")] = None,
@@ -206,6 +209,7 @@ def train(
             max_epochs=max_epochs or TrainConfig.max_epochs,
             batch_size=batch_size,
             lr=lr,
+            backbone_lr_scale=backbone_lr_scale,
             weight_decay=weight_decay,
             image_size=image_size,
             augment=augment,

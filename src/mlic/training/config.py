@@ -63,6 +63,8 @@ class TrainConfig:
     max_epochs: int = 12
     batch_size: int = 128
     lr: float = 3e-3
+    backbone_lr_scale: float = 1.0
+    """The backbone's learning rate as a share of ``lr`` (the head's); below 1 keeps pretrained features."""
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     image_size: int | None = None
@@ -102,6 +104,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFER:
             raise ConfigError(f"transfer must be one of {list(TRANSFER)}, got {self.transfer!r}")
+        if not self.backbone_lr_scale > 0:
+            raise ConfigError(f"backbone_lr_scale must be positive, got {self.backbone_lr_scale!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

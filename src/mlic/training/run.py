@@ -115,6 +115,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         model,
         loss,
         lr=config.lr,
+        backbone_lr_scale=config.backbone_lr_scale,
         weight_decay=config.weight_decay,
         warmup_epochs=config.warmup_epochs,
         channels_last=config.channels_last,
