@@ -324,3 +324,25 @@ def test_the_optimizer_runs_the_backbone_at_its_share_of_the_rate_and_decays_no_
 def test_a_backbone_rate_share_must_be_positive():
     with pytest.raises(ConfigError, match="backbone_lr_scale"):
         TrainConfig(backbone_lr_scale=0.0)
+
+
+@pytest.mark.parametrize(
+    ("cache_images", "devices", "memory", "cached"),
+    [(None, "1", 1 << 34, True), (None, "2", 1 << 34, False), (None, "1", 1000, False),
+     (False, "1", 1 << 34, False), (True, "1", 1 << 34, True)],
+)  # fmt: skip
+def test_the_image_cache_is_automatic_where_it_fits_in_one_process(
+    tmp_path, monkeypatch, cache_images, devices, memory, cached
+):
+    import mlic.training.datamodule as datamodule
+    from mlic.data import load_data
+    from mlic.data.images import Preprocessing
+
+    manifest = load_data(write_png_split(tmp_path, "train", 6))
+    monkeypatch.setattr(datamodule, "available_memory", lambda: memory)
+    config = TrainConfig(data=str(tmp_path / "train.csv"), cache_images=cache_images, devices=devices)
+    cache = datamodule.image_cache(config, manifest, Preprocessing(image_size=(32, 32)), workers=0)
+    assert (cache is not None) == cached
+    if cached:
+        assert cache.nbytes > 0 and not cache.errors
+

@@ -150,8 +150,13 @@ def train(
         str, typer.Option(help="Unreadable images: skip (listed in RUN/bad_images.txt) or fail.")
     ] = "skip",
     cache_images: Annotated[
-        bool, typer.Option(help="Decode the training images into memory once (small data sets).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--cache-images/--no-cache-images",
+            help="Decode the training images into memory once; default: when they fit in a quarter of the "
+            "memory available and training runs in one process.",
+        ),
+    ] = None,
     max_image_pixels: Annotated[
         int | None,
         typer.Option(help="Refuse larger images unread (default 89,478,485, Pillow's limit; 0: none)."),

@@ -19,6 +19,8 @@ from mlic.data.images import (
 from mlic.errors import ConfigError
 
 TRANSFER = ("auto", "off")
+AUTO_CACHE_SHARE = 0.25
+"""The share of available memory that the decoded-image cache may take when ``cache_images`` is None."""
 
 
 @dataclass
@@ -88,8 +90,9 @@ class TrainConfig:
     num_workers: int | None = None
     bad_images: str = "skip"
     """Unreadable images: skip (dropped from their batch, listed in bad_images.txt) or fail (stop at once)."""
-    cache_images: bool = False
-    """Decode the training images once into memory before training (``mlic.data.images.build_cache``)."""
+    cache_images: bool | None = None
+    """Decode the training images once into memory before training (``mlic.data.images.build_cache``);
+    None: where they fit in ``AUTO_CACHE_SHARE`` of the memory available and training runs in one process."""
     max_image_pixels: int | None = MAX_IMAGE_PIXELS
     """Images with more pixels are refused unread (a decompression-bomb guard); None: no limit."""
     demo_train: int = 10_000
