@@ -123,11 +123,18 @@ def train(
         str, typer.Option(help="Hidden positives become 'unknown' (-1) or 'negative' (silently missing).")
     ] = "unknown",
     max_epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Images per step (default 64 fine-tuning pretrained weights, else 128)."),
+    ] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate of AdamW (cosine schedule).")] = 3e-3,
     backbone_lr_scale: Annotated[
-        float, typer.Option(help="The backbone's learning rate as a share of --lr (the head's).")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            help="The backbone's learning rate as a share of --lr (the head's); default 1/3 fine-tuning "
+            "pretrained weights, else 1."
+        ),
+    ] = None,
     weight_decay: float = 0.05,
     image_size: Annotated[int | None, typer.Option(help="Input size (default 64 demo, 224 else).")] = None,
     augment: Annotated[str | None, typer.Option(help="light, shift or none.")] = None,

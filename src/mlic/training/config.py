@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import timm
@@ -63,10 +63,12 @@ class TrainConfig:
     hidden_as: str = "unknown"
     """Hidden positives become "unknown" (-1, marked) or "negative" (0: silently missing, the real case)."""
     max_epochs: int = 12
-    batch_size: int = 128
+    batch_size: int | None = None
+    """Images per step; None: the recipe's: 64 fine-tuning pretrained weights, 128 else."""
     lr: float = 3e-3
-    backbone_lr_scale: float = 1.0
-    """The backbone's learning rate as a share of ``lr`` (the head's); below 1 keeps pretrained features."""
+    backbone_lr_scale: float | None = None
+    """The backbone's learning rate as a share of ``lr`` (the head's); None: the recipe's, 1/3 fine-tuning
+    pretrained weights (they need less change than a new head), else 1."""
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     image_size: int | None = None
@@ -107,7 +109,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFER:
             raise ConfigError(f"transfer must be one of {list(TRANSFER)}, got {self.transfer!r}")
-        if not self.backbone_lr_scale > 0:
+        if self.backbone_lr_scale is not None and not self.backbone_lr_scale > 0:
             raise ConfigError(f"backbone_lr_scale must be positive, got {self.backbone_lr_scale!r}")
 
     @classmethod
@@ -117,6 +119,19 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training options {unknown}; valid: {sorted(names)}")
         return cls(**data)
+
+
+FINE_TUNING = {"batch_size": 64, "backbone_lr_scale": 1 / 3}
+"""Defaults when training starts from pretrained weights (``pretrained`` or ``weights``): measured on
+real photos against a plain fine-tuning loop (README, "Real photos")."""
+FROM_SCRATCH = {"batch_size": 128, "backbone_lr_scale": 1.0}
+"""Defaults from random weights: measured on MultiDigits."""
+
+
+def resolve_recipe(config: TrainConfig) -> TrainConfig:
+    """``config`` with the options left None set by the recipe that fits it (fine-tuning or from scratch)."""
+    recipe = FINE_TUNING if (config.pretrained or config.weights) else FROM_SCRATCH
+    return replace(config, **{k: v for k, v in recipe.items() if getattr(config, k) is None})
 
 
 def resolve_precision(config: TrainConfig) -> str:

@@ -38,6 +38,7 @@ from mlic.training.config import (
     read_run_config,
     resolve_precision,
     resolve_preprocessing,
+    resolve_recipe,
     uses_cuda,
 )
 from mlic.training.datamodule import DataModule, default_workers, image_cache, load_splits
@@ -98,6 +99,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     else:
         config = config or TrainConfig.from_dict(options)
         run_dir = Path(config.out) if config.out else default_run_dir()
+    config = resolve_recipe(config)
     config.out = str(run_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = load_splits(config)
