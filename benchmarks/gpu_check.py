@@ -192,7 +192,7 @@ def dry_settings(epochs: int | None) -> Settings:
         ddp_atol=2e-6,
         onnx_device="cpu",
         onnx_atol=1e-3,
-        budgets={"train": 60, "resume": 60, "throughput": 60, "ddp": 60, "onnx": 60},
+        budgets=dict.fromkeys(CHECKS, 300),  # a hang's limit only: shared CPUs can be slow
     )
 
 

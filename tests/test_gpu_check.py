@@ -1,9 +1,9 @@
 """benchmarks/gpu_check.py: its dry mode on the CPU, so that the GPU check cannot rot before a GPU runs it.
 
-The dry mode runs every check's code at tiny sizes. The three in-process
-checks (train, throughput, onnx) run in the quick suite; the two that start
-several mlic processes each (resume: a SIGKILL and a resume; ddp: two ranks)
-are marked slow.
+The dry mode runs every check's code at tiny sizes. train, throughput and onnx
+(one ``mlic train`` process in all) run in the quick suite, in about 30 s on
+two busy cores; resume (a run killed and one resumed) and ddp (two ranks)
+start several processes each, about 50 s more, and are marked slow.
 """
 
 from __future__ import annotations
