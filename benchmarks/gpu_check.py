@@ -408,6 +408,8 @@ def kill_and_resume(ctx: Context, *, deterministic: bool) -> dict:
     if not kill["killed_while_running"]:
         last = (killed_log.strip().splitlines() or ["(no output)"])[-1]
         return {**result, "passed": False, "reason": f"the run had ended before the kill: {last}"}
+    if kill["resumed_from_step"] is None:
+        return {**result, "passed": False, "reason": "the run wrote no checkpoint within the check's budget"}
     resume_log = logs / f"{tag}-resumed.log"
     resuming = start(["train", "--resume", str(killed), "--no-progress"], resume_log)
     try:
