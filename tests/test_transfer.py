@@ -153,3 +153,32 @@ def test_fit_drops_transfer_where_neighbours_know_nothing():
     setting, logits = fit_transfer(model, train, val)
     assert setting is None
     torch.testing.assert_close(logits, val.label_logits)
+
+
+def test_fit_never_trades_validation_map_for_the_annotation_term():
+    """A classifier that ranks every label perfectly but puts label a above b in every image; neighbours that
+    are right four times in five. Votes would lift the top-1 annotation a lot and lower mAP: no transfer."""
+    from mlic.training.transfer import MIN_GAIN, figures
+
+    rng = np.random.default_rng(0)
+
+    def part(n):
+        is_a = rng.random(n) < 0.5
+        labels = np.stack([is_a, ~is_a], axis=1).astype(np.int8)
+        logits = np.where(labels == 1, [2.0, -1.0], [1.0, -2.0]) + rng.normal(0, 0.01, (n, 2))
+        cluster = np.where(rng.random(n) < 0.8, is_a, ~is_a)  # a fifth of the images sit with the other label
+        embeddings = np.where(cluster[:, None], [1.0, 0.0], [0.0, 1.0]) + rng.normal(0, 0.05, (n, 2))
+        as_tensor = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+        return Embedded(as_tensor(logits), as_tensor(embeddings), labels)
+
+    train, val = part(400), part(200)
+    model = build_classifier(LabelSchema(("a", "b")), ModelConfig())
+    setting, logits = fit_transfer(model, train, val)
+    assert setting is None
+    torch.testing.assert_close(logits, val.label_logits)
+    # without the mAP floor, votes alone would have won on the criterion
+    base_map, base = figures(val.labels, torch.sigmoid(val.label_logits).numpy(), 1)
+    votes = LabelTransfer(400, 2, 2, k=10, temperature=0.05, alpha=1.0)
+    votes.fill(train.embeddings, torch.from_numpy(train.labels))
+    mixed_map, mixed = figures(val.labels, torch.sigmoid(votes(val.embeddings, val.label_logits)).numpy(), 1)
+    assert mixed > base + MIN_GAIN and mixed_map < base_map
