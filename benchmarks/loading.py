@@ -45,7 +45,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from mlic.data.images import Decoding, ImageDataset, Preprocessing, build_transform, decode_size, read_image
+from mlic.data.images import Decoding, ImageDataset, Preprocessing, build_transform, decode_image, decode_size
 from mlic.data.manifest import Manifest
 from mlic.schema import LabelSchema
 from mlic.training import TrainConfig, default_workers
@@ -171,9 +171,9 @@ def large_jpeg(paths: list[str], image_size: int) -> dict:
     for name, min_side in (("full", None), ("draft", side)):
         started = time.perf_counter()
         for path in paths:
-            read_image(path, min_side=min_side)
+            decode_image(path, min_side=min_side)
         times[name] = (time.perf_counter() - started) / len(paths)
-    diffs = [(transform(read_image(p)).float() - transform(read_image(p, min_side=side)).float()).abs()
+    diffs = [(transform(decode_image(p)).float() - transform(decode_image(p, min_side=side)).float()).abs()
              for p in paths[:20]]  # fmt: skip
     return {
         "files": len(paths),

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 
 import mlic
 from mlic.data import multidigits
-from mlic.data.demo import SCHEMA
+from mlic.data.formats.demo import SCHEMA
 from mlic.data.images import ImageDataset, Preprocessing, build_transform
 from mlic.losses import SchemaLoss
 from mlic.metrics import mean_average_precision

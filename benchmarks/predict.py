@@ -40,7 +40,7 @@ import torch
 
 from mlic.artifact import save_artifact
 from mlic.data import multidigits
-from mlic.data.demo import SCHEMA
+from mlic.data.formats.demo import SCHEMA
 from mlic.data.images import Preprocessing
 from mlic.export import export_onnx
 from mlic.models import ModelConfig, build_classifier

@@ -1,94 +1,19 @@
-"""Shared fixtures: a tiny trained MultiDigits artifact, and image folders written to disk."""
+"""Shared fixtures: a tiny trained MultiDigits run, image folders written to disk, Chromium.
+
+Helpers that are not fixtures live in ``helpers.py`` (``tests/`` is on ``sys.path``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
 from PIL import Image
 
+from helpers import TINY
 from mlic.data import multidigits
-from mlic.errors import MlicError
-
-
-def fuzz(examples: int) -> settings:
-    """Hypothesis settings of a fuzz test: ``examples`` fixed (derandomized) cases, as CI runs them.
-
-    ``MLIC_FUZZ_EXAMPLES=20000`` runs that many random cases instead, to search for new failures.
-    """
-    n = os.environ.get("MLIC_FUZZ_EXAMPLES")
-    return settings(
-        max_examples=int(n) if n else examples,
-        deadline=None,
-        derandomize=not n,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
-def check_manifest(m) -> None:
-    """The invariants of every manifest a reader returns."""
-    n = len(m)
-    assert n > 0 and m.label_lists.shape == (n, m.schema.n_labels)
-    assert m.attributes.shape == (n, m.schema.n_attributes)
-    assert all(isinstance(p, str) and os.path.isabs(p) and "\x00" not in p for p in m.paths)
-    assert set(np.unique(m.labels).tolist()) <= {-1, 0, 1}
-
-
-def read_or_error(call, path: Path) -> object:
-    """``call()``'s manifest, checked; None when it raised an MlicError naming ``path``; else fail."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            m = call()
-    except MlicError as e:
-        assert str(path) in str(e), f"the error does not name {path}: {e}"
-        return None
-    check_manifest(m)
-    return m
-
-
-@st.composite
-def mutated(draw, seeds: list[bytes], tokens: list[bytes]) -> bytes:
-    """A seed file after a few edits: truncation, deletion, insertion (of ``tokens`` or bytes), flips,
-    swapped or repeated lines."""
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["truncate", "delete", "insert", "flip", "swap", "repeat"]))
-        i = draw(st.integers(0, len(data)))
-        if op == "truncate":
-            del data[i:]
-        elif op == "delete":
-            del data[i : i + draw(st.integers(1, 8))]
-        elif op == "insert":
-            data[i:i] = draw(st.sampled_from(tokens) | st.binary(min_size=1, max_size=8))
-        elif op == "flip" and i < len(data):
-            data[i] ^= 1 << draw(st.integers(0, 7))
-        elif op in ("swap", "repeat"):
-            lines = bytes(data).split(b"\n")
-            a, b = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, len(lines) - 1))
-            if op == "swap":
-                lines[a], lines[b] = lines[b], lines[a]
-            else:
-                lines.insert(b, lines[a])
-            data = bytearray(b"\n".join(lines))
-    return bytes(data)
-
-
-TINY = {
-    "demo_train": 256,
-    "demo_val": 64,
-    "max_epochs": 1,
-    "batch_size": 64,
-    "image_size": 32,
-    "progress": False,
-}
 
 
 @pytest.fixture(scope="session")
@@ -129,11 +54,6 @@ def digit_files(tmp_path_factory) -> dict:
                 json.dumps({"path": name, "labels": row["labels"], "attributes": row["attributes"]}) + "\n"
             )
     return {"root": root, "manifest": m, "paths": [root / n for n in names]}
-
-
-def label_matrix(records: list[dict], labels: tuple[str, ...]) -> np.ndarray:
-    """Decided labels of predict records as a 0/1 matrix."""
-    return np.array([[name in r["labels"] for name in labels] for r in records], dtype=np.int8)
 
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from mlic.data.demo import source_indices
+from mlic.data.formats.demo import source_indices
 
 
 def draw_free_digits(folder: Path, n: int, seed: int = 0) -> tuple[list[Path], np.ndarray]:

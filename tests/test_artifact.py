@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from conftest import fuzz
+from helpers import fuzz
 from mlic.artifact import (
     CONFIG_FILE,
     FORMAT,

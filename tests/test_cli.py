@@ -11,10 +11,10 @@ import pytest
 from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
-from conftest import TINY, label_matrix
 from drawing import draw_free_digits
+from helpers import TINY, label_matrix
 from mlic.cli import app
-from mlic.data.demo import SCHEMA
+from mlic.data.formats.demo import SCHEMA
 
 runner = CliRunner()
 TINY_ARGS = [

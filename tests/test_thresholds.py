@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 from sklearn.metrics import f1_score
 
 from mlic.errors import DataError
+from mlic.metrics import blocks
 from mlic.thresholds import apply_thresholds, best_f1_thresholds, top_k
 
 
@@ -106,11 +107,9 @@ def test_single_sample():
 
 
 def test_blocks_agree(monkeypatch):
-    import mlic.metrics as m
-
     y, s = make_case("unknowns", seed=2)
     whole = best_f1_thresholds(y, s)
-    monkeypatch.setattr(m, "_BLOCK_ELEMENTS", y.shape[0])  # one column per block
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", y.shape[0])  # one column per block
     np.testing.assert_array_equal(best_f1_thresholds(y, s), whole)
 
 

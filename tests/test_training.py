@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY
+from helpers import TINY
 from mlic.artifact import load_artifact
 from mlic.data import multidigits
 from mlic.errors import ConfigError, DataError

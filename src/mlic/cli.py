@@ -494,7 +494,8 @@ def data_inspect(
     workers: Annotated[int | None, typer.Option(help="Threads that check files (default: Python's).")] = None,
 ) -> None:
     """Figures of a data set: labels, co-occurrence, imbalance, unknowns, and its image files."""
-    from mlic.data.describe import describe_data, format_description
+    from mlic.data.describe import describe_data
+    from mlic.data.inspect_text import format_description
 
     options = _source_options(data, format, images_root, tag_separator, drop_unannotated)
     figures = _run(

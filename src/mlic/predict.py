@@ -21,11 +21,9 @@ from mlic.data.images import (
     MAX_IMAGE_PIXELS,
     Decoding,
     ImageDataset,
-    array_to_tensor,
     build_transform,
+    decode_image,
     decode_size,
-    pil_to_tensor,
-    read_image,
     worker_error,
 )
 from mlic.data.manifest import Manifest
@@ -95,20 +93,8 @@ class _Images(Dataset):
 def to_tensor(
     image: ImageInput, *, min_side: int | None = None, max_pixels: int | None = MAX_IMAGE_PIXELS
 ) -> torch.Tensor:
-    """Any supported image input as a uint8 RGB tensor ``[3, H, W]`` (files through ``read_image``)."""
-    if isinstance(image, str | Path):
-        return read_image(image, min_side=min_side, max_pixels=max_pixels)
-    if isinstance(image, Image.Image):
-        return pil_to_tensor(image)
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-            raise DataError(
-                f"image arrays must be uint8 [H, W] or [H, W, 3], got {image.dtype} {image.shape}"
-            )
-        return array_to_tensor(image)
-    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3:
-        return image
-    raise DataError(f"cannot use {type(image).__name__} as an image; pass a path, PIL image or uint8 array")
+    """Any supported image input as a uint8 RGB tensor ``[3, H, W]`` (``decode_image``)."""
+    return decode_image(image, min_side=min_side, max_pixels=max_pixels)
 
 
 class Predictor:

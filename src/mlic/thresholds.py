@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from mlic.errors import ConfigError, DataError
-from mlic.metrics import _column_blocks, check_inputs, precision_recall_f1
+from mlic.metrics import check_inputs, precision_recall_f1
+from mlic.metrics.blocks import column_blocks
 
 POLICIES = ("per-label", "global", "fixed", "top-k")
 CHOOSERS = ("auto",)
@@ -84,7 +85,7 @@ def best_f1_thresholds(
     if n == 0:
         return out
     positions = np.arange(n)
-    for cols in _column_blocks(n, n_labels):
+    for cols in column_blocks(n, n_labels):
         t = np.ascontiguousarray(y_true[:, cols].T)
         s = np.ascontiguousarray(y_score[:, cols].T)
         known = t >= 0

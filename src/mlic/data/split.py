@@ -20,8 +20,9 @@ targets only. Images without any positive or known attribute are dealt
 out last so that the split sizes come out right.
 
 ``write_splits`` writes one JSON lines file per split (the format that keeps
-unknowns and attributes) and a ``split.json`` summary that also holds the
-schema, since a JSON lines file alone names only the labels it lists.
+unknowns and attributes; ``mlic.data.formats.jsonl`` writes it) and a
+``split.json`` summary that also holds the schema, since a JSON lines file
+alone names only the labels it lists.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mlic.data import load_data
+from mlic.data.formats import load_data
+from mlic.data.formats.jsonl import write_jsonl
 from mlic.data.manifest import Manifest
 from mlic.data.targets import entry_rows, row_pointers
 from mlic.errors import ConfigError, DataError
-from mlic.fileio import atomic_open, atomic_write_bytes, atomic_write_text
+from mlic.fileio import atomic_write_bytes, atomic_write_text
 from mlic.schema import UNKNOWN
 
 SUMMARY = "split.json"
@@ -376,10 +378,7 @@ def write_splits(
         )
     stale = _previous_files(out) - {p.name for p in targets.values()}
     for name, manifest in splits.items():
-        paths = _image_paths(manifest, out)
-        with atomic_open(targets[name], "w", encoding="utf-8") as f:
-            for i, path in enumerate(paths):
-                f.write(json.dumps(jsonl_record(manifest, i, path)) + "\n")
+        write_jsonl(manifest, targets[name], _image_paths(manifest, out))
     files = {k: p.name for k, p in targets.items() if k != "summary"}
     summary = _summary(splits, files, report or split_report(splits))
     atomic_write_text(targets["summary"], json.dumps(summary, indent=1) + "\n")
@@ -395,27 +394,6 @@ def _previous_files(out: Path) -> set[str]:
     except (OSError, ValueError, AttributeError):
         return set()
     return {Path(f).name for f in files.values() if isinstance(f, str) and f.endswith(".jsonl")}
-
-
-def jsonl_record(manifest: Manifest, i: int, path: str) -> dict:
-    """Image ``i`` as a JSON lines record: positives under "labels", unknowns under "unknown", attributes."""
-    schema, lists = manifest.schema, manifest.label_lists
-    indices, values = lists.row(i)
-    record: dict = {"path": path, "labels": [schema.labels[j] for j in indices[values == 1]]}
-    if lists.fill == UNKNOWN:  # the listed entries are the known ones; every other label is unknown
-        known = np.zeros(schema.n_labels, dtype=bool)
-        known[indices] = True
-        unknown = np.flatnonzero(~known)
-    else:
-        unknown = indices[values == UNKNOWN]
-    if len(unknown):
-        record["unknown"] = [schema.labels[j] for j in unknown]
-    if schema.attributes:
-        row = manifest.attributes[i]
-        record["attributes"] = {
-            a.name: None if row[k] == UNKNOWN else a.classes[row[k]] for k, a in enumerate(schema.attributes)
-        }
-    return record
 
 
 def _image_paths(manifest: Manifest, out: Path) -> list[str]:

@@ -32,19 +32,18 @@ Families:
   (a JSON-serialisable report keyed by a schema's names).
 
 Every function is vectorised over labels, works block by block to bound memory
-(about ``_BLOCK_ELEMENTS`` entries per block), and checks its inputs with
+(about ``blocks.BLOCK_ELEMENTS`` entries per block), and checks its inputs with
 :func:`check_inputs`. The rank-based figures sort only the positive entries
-(see :mod:`mlic.metrics._engine`).
+(see :mod:`mlic.metrics.engine`).
+
+Modules: ``inputs`` (the gatekeeper), ``blocks``, ``engine`` (exact counts),
+``ranking``, ``classification``, ``attributes``, ``summary`` (every figure at once).
 """
 
 from __future__ import annotations
 
-_BLOCK_ELEMENTS = 1 << 22  # entries per block of rows or columns: bounds the memory of every sweep
-
-from mlic.metrics._attributes import attribute_scores  # noqa: E402
-from mlic.metrics._classification import _ratio as _ratio  # noqa: E402  (kept for older callers)
-from mlic.metrics._classification import _tally as _tally  # noqa: E402
-from mlic.metrics._classification import (  # noqa: E402
+from mlic.metrics.attributes import attribute_scores
+from mlic.metrics.classification import (
     hamming_loss,
     jaccard_samples,
     label_counts,
@@ -53,10 +52,8 @@ from mlic.metrics._classification import (  # noqa: E402
     precision_recall_f1,
     subset_accuracy,
 )
-from mlic.metrics._inputs import _column_blocks as _column_blocks  # noqa: E402
-from mlic.metrics._inputs import check_inputs  # noqa: E402
-from mlic.metrics._ranking import _nanmean as _nanmean  # noqa: E402
-from mlic.metrics._ranking import (  # noqa: E402
+from mlic.metrics.inputs import check_inputs
+from mlic.metrics.ranking import (
     average_precision,
     coverage_error,
     label_ranking_average_precision,
@@ -67,8 +64,7 @@ from mlic.metrics._ranking import (  # noqa: E402
     precision_at_k,
     roc_auc,
 )
-from mlic.metrics._summary import _json as _json  # noqa: E402
-from mlic.metrics._summary import all_metrics, evaluate_arrays  # noqa: E402
+from mlic.metrics.summary import all_metrics, evaluate_arrays
 
 __all__ = [
     "all_metrics",
