@@ -585,7 +585,7 @@ def mlic_fit(ctx: Context, options: dict) -> dict:
 def hand_fit(options: dict, device: torch.device, precision: str) -> dict:
     """A plain loop: forward, loss, backward, AdamW step, warm-up + cosine schedule; validation each epoch."""
     from mlic.data import multidigits
-    from mlic.data.demo import SCHEMA
+    from mlic.data.formats.demo import SCHEMA
     from mlic.losses import SchemaLoss
     from mlic.models import ModelConfig, build_classifier
     from mlic.training import warmup_cosine

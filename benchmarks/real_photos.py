@@ -38,7 +38,7 @@ from safetensors.torch import load_file
 
 import mlic
 from mlic.data import load_data, stratified_split, write_splits
-from mlic.data.images import read_image
+from mlic.data.images import decode_image
 from mlic.metrics import attribute_scores, mean_average_precision, papers_scores, precision_recall_f1
 from mlic.thresholds import top_k
 
@@ -79,7 +79,7 @@ def decode_all(paths: list[str], size: int) -> torch.Tensor:
     """Every image decoded once, resized to ``size`` x ``size``: uint8 ``[N, 3, size, size]`` in memory."""
     out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
     for i, path in enumerate(paths):
-        image = read_image(path, min_side=size)
+        image = decode_image(path, min_side=size)
         out[i] = (
             F.interpolate(image[None].float(), (size, size), mode="bilinear", antialias=True)
             .round()

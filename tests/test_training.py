@@ -345,4 +345,3 @@ def test_the_image_cache_is_automatic_where_it_fits_in_one_process(
     assert (cache is not None) == cached
     if cached:
         assert cache.nbytes > 0 and not cache.errors
-
