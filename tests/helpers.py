@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
+from mlic.data.formats.demo import multidigits
 from mlic.data.images import Preprocessing
 from mlic.errors import DataError, MlicError
 from mlic.metrics import blocks
@@ -299,3 +300,16 @@ EXPORT_SCHEMA = LabelSchema(
 EXPORT_PRE = Preprocessing(image_size=(32, 40), mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1), hflip=False)
 EXPORT_THRESHOLDS = np.array([0.3, 0.5, 0.5, 0.7])
 EXPORT_HEADS = ("linear", "csra", "ml-decoder")
+
+
+# -- training data on disk ----------------------------------------------------------------------
+def write_png_split(root: Path, split: str, n: int) -> Path:
+    """``n`` MultiDigits canvases of ``split`` as PNG files, listed in ``root/<split>.csv``."""
+    m = multidigits(split, n, seed=0)
+    (root / split).mkdir()
+    lines = ["path,tags"]
+    for i, pixels in enumerate(m.pixels):
+        Image.fromarray(pixels).save(root / split / f"{i}.png")
+        lines.append(f"{split}/{i}.png,{' '.join(m.schema.decode(m.labels[i], m.attributes[i])['labels'])}")
+    (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return root / f"{split}.csv"

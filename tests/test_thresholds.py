@@ -295,3 +295,79 @@ def test_bad_policies_and_parameters_are_named():
 def test_decision_serialises_its_parameters():
     d = Decision("top-k", np.full(3, 0.5), k=2)
     assert d.to_dict() == {"policy": "top-k", "k": 2, "min_precision": None, "min_positives": None}
+
+
+def test_shrinkage_pulls_each_label_toward_the_global_threshold_by_its_positives():
+    y, scores = data(n=200)
+    glob = global_threshold(y, scores)
+    own = choose_thresholds(y, scores, "per-label", min_positives=1).thresholds
+    shrunk = choose_thresholds(y, scores, "per-label", shrinkage=10.0)
+    n_pos = (y == 1).sum(axis=0)
+    np.testing.assert_allclose(shrunk.thresholds, (n_pos * own + 10.0 * glob) / (n_pos + 10.0))
+    assert shrunk.to_dict()["shrinkage"] == 10.0
+    # no shrinkage is the label's own optimum; infinite shrinkage is the global threshold
+    np.testing.assert_allclose(choose_thresholds(y, scores, "per-label", shrinkage=0.0).thresholds, own)
+    np.testing.assert_allclose(choose_thresholds(y, scores, "per-label", shrinkage=1e12).thresholds, glob)
+
+
+def test_a_label_without_positives_takes_the_global_threshold_under_shrinkage():
+    y, scores = data(n=200)
+    y[:, 2] = np.where(y[:, 2] == 1, 0, y[:, 2])
+    shrunk = choose_thresholds(y, scores, "per-label", shrinkage=10.0)
+    assert shrunk.thresholds[2] == pytest.approx(global_threshold(y, scores))
+
+
+def cross_validated_f1(y, scores, name, options, folds=5, seed=0):
+    """A naive re-derivation of the auto rule's figures: fit on the other folds, decide each fold."""
+    fold = np.random.default_rng(seed).permutation(len(y)) % folds
+    decided = np.zeros(y.shape, dtype=bool)
+    for f in range(folds):
+        fit = choose_thresholds(y[fold != f], scores[fold != f], name, **options)
+        decided[fold == f] = scores[fold == f] >= fit.thresholds
+    known = y >= 0
+    micro = f1_score(y[known], decided[known], zero_division=0)
+    per_label = [f1_score(y[known[:, j], j], decided[known[:, j], j], zero_division=0)
+                 for j in range(y.shape[1]) if (y[:, j] == 1).any()]  # fmt: skip
+    return micro, float(np.mean(per_label))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_auto_chooses_the_best_cross_validated_rule_that_loses_nothing_against_one_half(seed):
+    y, scores = data(seed, n=300)
+    decision = choose_thresholds(y, scores, "auto", seed=seed)
+    figures = decision.chosen_by["candidates"]
+    options = {"fixed": {}, "global": {}, "per-label": {"shrinkage": 10.0}}
+    for name, opts in options.items():
+        micro, macro = cross_validated_f1(y, scores, name, opts, seed=seed)
+        assert figures[name]["micro"] == pytest.approx(micro, abs=1e-6)
+        assert figures[name]["macro"] == pytest.approx(macro, abs=1e-6)
+    base = figures["fixed"]
+    chosen = figures[decision.policy]
+    assert chosen["micro"] >= base["micro"] and chosen["macro"] >= base["macro"]
+    qualified = [f for f in figures.values() if f["micro"] >= base["micro"] and f["macro"] >= base["macro"]]
+    assert chosen["micro"] + chosen["macro"] == pytest.approx(max(f["micro"] + f["macro"] for f in qualified))
+    # refitted on every image with the chosen rule
+    refit = choose_thresholds(y, scores, decision.policy, **options[decision.policy])
+    np.testing.assert_allclose(decision.thresholds, refit.thresholds)
+    assert decision.to_dict()["chosen_by"]["candidates"] == figures
+
+
+def test_auto_keeps_one_half_when_the_scores_are_already_calibrated_at_it():
+    """Scores that separate at 0.5 exactly: no fitted rule can beat 0.5 out of fold, so 0.5 stays."""
+    rng = np.random.default_rng(0)
+    y = (rng.random((200, 4)) < 0.3).astype(np.int8)
+    scores = np.where(y == 1, 0.6, 0.4) + rng.normal(0, 0.02, y.shape)
+    assert choose_thresholds(y, scores, "auto").policy == "fixed"
+
+
+def test_auto_with_one_image_keeps_one_half():
+    decision = choose_thresholds(np.array([[1, 0]]), np.array([[0.9, 0.2]]), "auto")
+    assert decision.policy == "fixed" and decision.chosen_by["rule"] == "too few images"
+
+
+def test_shrinkage_goes_with_the_per_label_policy_only():
+    y, scores = data()
+    with pytest.raises(ConfigError, match="shrinkage"):
+        choose_thresholds(y, scores, "global", shrinkage=5.0)
+    with pytest.raises(ConfigError, match="shrinkage"):
+        choose_thresholds(y, scores, "per-label", shrinkage=-1.0)

@@ -203,7 +203,22 @@ def _model_config(value: object) -> ModelConfig:
         _text(data.get(name, ""), f"model.{name}")
     _mapping(data.get("head_kwargs", {}), "model.head_kwargs")
     _number(data.get("drop_rate", 0.0), "model.drop_rate", low=0.0)
+    if data.get("transfer") is not None:
+        _transfer(_mapping(data["transfer"], "model.transfer"))
     return ModelConfig.from_dict(data)
+
+
+def _transfer(data: dict) -> None:
+    """``model.transfer``: the label-transfer bank's shape and its mixing settings."""
+    if set(data) != {"size", "dim", "k", "temperature", "alpha"}:
+        raise ValueError(f"model.transfer must hold size, dim, k, temperature and alpha, got {sorted(data)}")
+    for name in ("size", "dim", "k"):
+        if isinstance(data[name], bool) or not isinstance(data[name], int) or not 1 <= data[name] <= 2**31:
+            raise ValueError(f"model.transfer.{name} must be a positive integer, got {data[name]!r}")
+    if _number(data["temperature"], "model.transfer.temperature") <= 0:
+        raise ValueError(f"model.transfer.temperature must be positive, got {data['temperature']!r}")
+    if not 0.0 <= _number(data["alpha"], "model.transfer.alpha") <= 1.0:
+        raise ValueError(f"model.transfer.alpha must lie in [0, 1], got {data['alpha']!r}")
 
 
 def _preprocessing(value: object) -> Preprocessing:
@@ -240,7 +255,8 @@ def _decision(value: object, thresholds: np.ndarray) -> Decision:
     if policy == "top-k" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
         raise ValueError(f"decision.k must be a positive integer for top-k, got {k!r}")
     min_precision, min_positives = rest.pop("min_precision", None), rest.pop("min_positives", None)
-    return Decision(policy, thresholds, k, min_precision, min_positives, source=rest)
+    shrinkage, chosen_by = rest.pop("shrinkage", None), rest.pop("chosen_by", None)
+    return Decision(policy, thresholds, k, min_precision, min_positives, shrinkage, chosen_by, source=rest)
 
 
 def _exports(value: object) -> dict:

@@ -80,6 +80,7 @@ def calibrate(
     k: int | None = None,
     min_precision: float | None = None,
     min_positives: int = 3,
+    shrinkage: float | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
     demo_samples: int | None = None,
@@ -104,6 +105,8 @@ def calibrate(
         k=k,
         min_precision=min_precision,
         min_positives=min_positives,
+        shrinkage=shrinkage,
+        seed=seed,
     )
     after = decision_figures(manifest, probs, decision)
     target = predictor.artifact

@@ -19,6 +19,12 @@ def test_calibrate_command_reports_before_and_after(tiny_run, tmp_path):
     artifact = shutil.copytree(tiny_run / "artifact", tmp_path / "artifact")
     out = invoke("calibrate", artifact, "demo", "--policy", "global")
     assert "global chosen on demo" in out and "micro_f1" in out and "->" in out
+    auto = json.loads(invoke("calibrate", artifact, "demo", "--policy", "auto", "--json"))
+    assert auto["decision"]["policy"] in ("fixed", "global", "per-label")
+    assert set(auto["decision"]["chosen_by"]["candidates"]) == {"fixed", "global", "per-label"}
+    assert f"auto chose {auto['decision']['policy']} on demo" in invoke(
+        "calibrate", artifact, "demo", "--policy", "auto"
+    )
     result = json.loads(invoke("calibrate", artifact, "--policy", "top-k", "--k", "2", "--json"))
     assert result["decision"]["policy"] == "top-k" and result["decision"]["k"] == 2
     assert json.loads((Path(artifact) / "mlic.json").read_text())["decision"]["k"] == 2

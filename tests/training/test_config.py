@@ -102,3 +102,8 @@ def test_unknown_option_and_bad_values_are_rejected():
     with pytest.raises(ConfigError, match="devices"):
         parse_devices("two")
     assert parse_devices("2") == 2 and parse_devices("0,1") == [0, 1] and parse_devices("auto") == "auto"
+
+
+def test_a_backbone_rate_share_must_be_positive():
+    with pytest.raises(ConfigError, match="backbone_lr_scale"):
+        TrainConfig(backbone_lr_scale=0.0)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import write_png_split
 from mlic.data import multidigits
 from mlic.data.images import ImageDataset, Preprocessing, build_transform
 from mlic.errors import ConfigError
@@ -141,3 +142,24 @@ def test_a_loader_state_of_another_epoch_is_not_applied(augmented):
     loader.load_state_dict({"epoch": 0, "batches": 5})  # an epoch that had ended
     loader.sampler.set_epoch(1)
     assert len(batches(loader)) == 5
+
+
+@pytest.mark.parametrize(
+    ("cache_images", "devices", "memory", "cached"),
+    [(None, "1", 1 << 34, True), (None, "2", 1 << 34, False), (None, "1", 1000, False),
+     (False, "1", 1 << 34, False), (True, "1", 1 << 34, True)],
+)  # fmt: skip
+def test_the_image_cache_is_automatic_where_it_fits_in_one_process(
+    tmp_path, monkeypatch, cache_images, devices, memory, cached
+):
+    import mlic.training.datamodule as datamodule
+    from mlic.data import load_data
+    from mlic.data.images import Preprocessing
+
+    manifest = load_data(write_png_split(tmp_path, "train", 6))
+    monkeypatch.setattr(datamodule, "available_memory", lambda: memory)
+    config = TrainConfig(data=str(tmp_path / "train.csv"), cache_images=cache_images, devices=devices)
+    cache = datamodule.image_cache(config, manifest, Preprocessing(image_size=(32, 32)), workers=0)
+    assert (cache is not None) == cached
+    if cached:
+        assert cache.nbytes > 0 and not cache.errors

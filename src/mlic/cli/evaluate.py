@@ -54,13 +54,25 @@ def calibrate(
     data: Annotated[
         str, typer.Argument(help="Validation data: 'demo' (MultiDigits validation split) or a file.")
     ] = "demo",
-    policy: Annotated[str, typer.Option(help="per-label, global, fixed or top-k.")] = "per-label",
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="auto (fixed, global or shrunk per-label, by cross-validation), per-label, global, "
+            "fixed or top-k."
+        ),
+    ] = "per-label",
     min_precision: Annotated[
         float | None, typer.Option(help="per-label: best F1 among thresholds with at least this precision.")
     ] = None,
     min_positives: Annotated[
         int, typer.Option(help="per-label: labels with fewer positives take the global threshold.")
     ] = 3,
+    shrinkage: Annotated[
+        float | None,
+        typer.Option(
+            help="per-label: pull each label's threshold toward the global one by this many positives."
+        ),
+    ] = None,
     threshold: Annotated[float, typer.Option(help="fixed: the threshold of every label.")] = 0.5,
     k: Annotated[int | None, typer.Option(help="top-k: labels decided per image.")] = None,
     format: Format = None,
@@ -77,12 +89,15 @@ def calibrate(
     options = source_options(data, format, images_root, tag_separator, drop_unannotated)
     result = run(
         calibrate_fn, artifact, data, policy, threshold=threshold, k=k, min_precision=min_precision,
-        min_positives=min_positives, batch_size=batch_size, num_workers=workers, **options,
+        min_positives=min_positives, shrinkage=shrinkage, batch_size=batch_size, num_workers=workers,
+        **options,
     )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result))
         return
-    typer.echo(f"{result['artifact']}: {policy} chosen on {result['data']} ({result['n_samples']} images)")
+    chosen = result["decision"]["policy"]
+    how = f"{policy} chose {chosen}" if policy != chosen else f"{policy} chosen"
+    typer.echo(f"{result['artifact']}: {how} on {result['data']} ({result['n_samples']} images)")
     for key in ("micro_f1", "macro_f1", "micro_precision", "micro_recall"):
         typer.echo(f"  {key:<16} {result['before'][key]:.4f} -> {result['after'][key]:.4f}")
     if result["unreachable"]:

@@ -12,6 +12,7 @@ from torch import nn
 from mlic.errors import ConfigError
 from mlic.models.backbones import DEFAULT_BACKBONE, create_backbone
 from mlic.models.heads import create_head, is_pooled
+from mlic.models.transfer import LabelTransfer
 from mlic.schema import LabelSchema
 
 
@@ -24,13 +25,19 @@ class ModelConfig:
     head_kwargs: dict = field(default_factory=dict)
     in_chans: int = 3
     drop_rate: float = 0.0
+    transfer: dict | None = None
+    """Label transfer from the nearest training images (``mlic.models.transfer``): ``size`` and ``dim``
+    of its bank, ``k``, ``temperature`` and ``alpha``; None (the default) for none."""
 
     def __post_init__(self) -> None:
         if self.in_chans != 3:
             raise ConfigError(f"in_chans must be 3: mlic decodes every image to RGB, got {self.in_chans}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["transfer"] is None:  # absent, so that a model without it reads as before
+            del data["transfer"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
@@ -43,7 +50,9 @@ class Classifier(nn.Module):
     Input: images ``[B, 3, H, W]`` with values 0-255 (uint8, or float). The
     classifier normalises them with ``mean`` / ``std`` (given for 0-1 values)
     as its first operation, so that batches travel as uint8 and an exported
-    model takes raw pixels.
+    model takes raw pixels. With ``transfer`` (a ``LabelTransfer``), the label
+    logits are those of the classifier's scores mixed with the votes of the
+    nearest training images; the attributes' logits are the head's.
     """
 
     def __init__(
@@ -54,10 +63,12 @@ class Classifier(nn.Module):
         config: ModelConfig,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
+        transfer: LabelTransfer | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.transfer = transfer
         self.schema = schema
         self.config = config
         scale = 255.0 * torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -68,10 +79,22 @@ class Classifier(nn.Module):
         return (images.float() - self.pixel_shift) * self.pixel_scale
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits, embeddings = self.forward_parts(images, embed=self.transfer is not None)
+        if self.transfer is None:
+            return logits
+        labels = self.schema.label_slice
+        mixed = self.transfer(embeddings, logits[:, labels])
+        return torch.cat([mixed.to(logits.dtype), logits[:, labels.stop :]], dim=1)
+
+    def forward_parts(
+        self, images: torch.Tensor, embed: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The head's logits (no label transfer) and, with ``embed``, the pooled features ``[B, D]``."""
         features = self.backbone.forward_features(self.normalize(images))
-        if getattr(self.head, "pooled", True):
-            features = self.backbone.forward_head(features, pre_logits=True)
-        return self.head(features)
+        pooled = None
+        if embed or getattr(self.head, "pooled", True):
+            pooled = self.backbone.forward_head(features, pre_logits=True)
+        return self.head(pooled if getattr(self.head, "pooled", True) else features), pooled
 
 
 def build_classifier(
@@ -99,4 +122,8 @@ def build_classifier(
     if is_pooled(config.head):
         width = getattr(backbone, "head_hidden_size", None) or width
     head = create_head(config.head, width, schema.num_outputs, **config.head_kwargs)
-    return Classifier(backbone, head, schema, config, mean, std)
+    transfer = None
+    if config.transfer is not None:
+        options = dict(config.transfer)
+        transfer = LabelTransfer(options.pop("size"), options.pop("dim"), schema.n_labels, **options)
+    return Classifier(backbone, head, schema, config, mean, std, transfer)

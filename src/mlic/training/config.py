@@ -7,7 +7,8 @@ the ``mlic train`` command's options (``mlic.cli.train``), the YAML file that
 ``--config`` reads and ``--print-config`` prints, the run's ``config.json``
 and the keyword options of ``mlic.train``; adding an option is one field here.
 
-Options whose default depends on the data (input size, augmentation, flips,
+Options whose default depends on the data or the weights (input size,
+augmentation, flips, batch size and the backbone's learning-rate share,
 precision, loader processes) default to None and are filled in by
 :func:`mlic.training.defaults.resolve`, so that ``config.json`` holds what the
 run used. ``--resume`` may change only the options in ``RESUMABLE``.
@@ -36,6 +37,10 @@ DEMO = "demo"
 MAX_IMAGE_PIXELS = 89_478_485
 """``mlic.data.images.MAX_IMAGE_PIXELS``, repeated here so the command line starts without torch (a test
 checks that the two agree)."""
+TRANSFER = ("auto", "off")
+"""Values of ``transfer``: label transfer where it adds validation mAP (``training.transfer``), or none."""
+AUTO_CACHE_SHARE = 0.25
+"""The share of available memory that the decoded-image cache may take when ``cache_images`` is None."""
 RESUMABLE = (
     "max_epochs", "devices", "num_nodes", "strategy", "accelerator", "num_workers",
     "checkpoint_steps", "checkpoint_minutes", "progress",
@@ -137,9 +142,11 @@ class TrainConfig:
     bad_images: str = option(
         "skip", "Unreadable images: skip (listed in RUN/bad_images.txt) or fail.", group="data"
     )
-    cache_images: bool = option(
-        False, "Decode the training images into memory once (small data sets).", group="data"
-    )
+    cache_images: bool | None = option(
+        None, "Decode the training images into memory once; default: when they fit in a quarter of the "
+        "memory available and training runs in one process.", group="data",
+        flag="--cache-images/--no-cache-images",
+    )  # fmt: skip
     max_image_pixels: int | None = option(
         MAX_IMAGE_PIXELS, "Refuse larger images unread (default 89,478,485, Pillow's limit; 0: none).",
         group="data", cli=no_limit_at_zero, cli_type=int | None,
@@ -163,6 +170,10 @@ class TrainConfig:
         help="Head option NAME=VALUE, repeatable (e.g. num_groups=100).", group="model",
         flag="--head-option", cli=parse_options, cli_type=list[str] | None, factory=dict,
     )  # fmt: skip
+    transfer: str = option(
+        "auto", "Label transfer from the nearest training images: auto (kept where it adds validation mAP) "
+        "or off.", group="model",
+    )  # fmt: skip
 
     # -- loss ------------------------------------------------------------------------------------------
     loss: str = option("bce", "Label loss: bce, focal, asl, hill or splc.", group="loss")
@@ -184,8 +195,14 @@ class TrainConfig:
 
     # -- optimisation ----------------------------------------------------------------------------------
     max_epochs: int = option(12, "Epochs.", group="optimisation")
-    batch_size: int = option(128, "Images per step.", group="optimisation")
+    batch_size: int | None = option(
+        None, "Images per step (default 64 fine-tuning pretrained weights, else 128).", group="optimisation"
+    )
     lr: float = option(3e-3, "Peak learning rate of AdamW (cosine schedule).", group="optimisation")
+    backbone_lr_scale: float | None = option(
+        None, "The backbone's learning rate as a share of --lr (the head's); default 1/3 fine-tuning "
+        "pretrained weights (they need less change than a new head), else 1.", group="optimisation",
+    )  # fmt: skip
     weight_decay: float = option(0.05, "AdamW weight decay (not on biases and norms).", group="optimisation")
     warmup_epochs: float = option(1.0, "Epochs of linear learning-rate warm-up.", group="optimisation")
     seed: int = option(
@@ -222,6 +239,12 @@ class TrainConfig:
     )
     progress: bool = option(True, "Show a progress bar and the model summary.", group="runtime",
                             flag="--progress/--no-progress")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.transfer not in TRANSFER:
+            raise ConfigError(f"transfer must be one of {list(TRANSFER)}, got {self.transfer!r}")
+        if self.backbone_lr_scale is not None and not self.backbone_lr_scale > 0:
+            raise ConfigError(f"backbone_lr_scale must be positive, got {self.backbone_lr_scale!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

@@ -16,6 +16,7 @@ from mlic.data.images import (
     ImageCache,
     ImageDataset,
     Preprocessing,
+    available_memory,
     build_cache,
     build_transform,
 )
@@ -23,7 +24,7 @@ from mlic.data.manifest import Manifest, check_files
 from mlic.data.split import stratified_split
 from mlic.data.targets import HIDDEN_AS
 from mlic.errors import ConfigError, DataError
-from mlic.training.config import TrainConfig, is_demo
+from mlic.training.config import AUTO_CACHE_SHARE, TrainConfig, is_demo
 
 
 class DataModule(L.LightningDataModule):
@@ -260,10 +261,27 @@ def validation_split(manifest: Manifest, fraction: float, seed: int) -> tuple[Ma
 def image_cache(
     config: TrainConfig, manifest: Manifest, pre: Preprocessing, workers: int
 ) -> ImageCache | None:
-    """The training images decoded into memory, where ``cache_images`` asks for it and they are files."""
-    if not config.cache_images or manifest.pixels is not None:
+    """The training images decoded into memory, where ``cache_images`` asks for it and they are files.
+
+    ``cache_images=None`` (auto) caches them where training runs in one
+    process and the decoded images fit in ``AUTO_CACHE_SHARE`` of the memory
+    available; decoding large photos every epoch would otherwise take CPU time
+    from training.
+    """
+    if config.cache_images is False or manifest.pixels is not None:
         return None
-    cache = build_cache(manifest, pre, num_workers=workers, max_pixels=config.max_image_pixels)
+    auto = config.cache_images is None
+    if auto and (str(config.devices) != "1" or config.num_nodes != 1):
+        return None
+    max_bytes = int(AUTO_CACHE_SHARE * available_memory()) if auto else None
+    try:
+        cache = build_cache(
+            manifest, pre, num_workers=workers, max_pixels=config.max_image_pixels, max_bytes=max_bytes
+        )
+    except ConfigError:
+        if not auto:
+            raise
+        return None  # too large for the automatic share: read the files each epoch
     if cache.errors and config.bad_images == "fail":
         raise DataError(cache.errors[min(cache.errors)])
     return cache

@@ -1,9 +1,10 @@
 """What follows from the options: every default that depends on the data or the machine, filled in once.
 
 ``resolve(config)`` returns the config with no option left to be decided
-later: input size, augmentation and flips (MultiDigits or photos), precision
-(what the device runs fast), loader processes (in-memory data or files), the
-data name. ``train`` saves that config as ``config.json``, so the run
+later: input size, augmentation and flips (MultiDigits or photos), batch size
+and the backbone's learning-rate share (fine-tuning or from scratch),
+precision (what the device runs fast), loader processes (in-memory data or
+files), the data name. ``train`` saves that config as ``config.json``, so the run
 directory says what was used, and ``--print-config`` shows it before a run.
 """
 
@@ -18,12 +19,22 @@ import torch
 from mlic.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from mlic.training.config import DEMO, TrainConfig, is_demo
 
+FINE_TUNING = {"batch_size": 64, "backbone_lr_scale": 1 / 3}
+"""Defaults when training starts from pretrained weights (``pretrained`` or ``weights``): measured on
+real photos against a plain fine-tuning loop (README, "Real photos")."""
+FROM_SCRATCH = {"batch_size": 128, "backbone_lr_scale": 1.0}
+"""Defaults from random weights: measured on MultiDigits."""
+
 
 def resolve(config: TrainConfig) -> TrainConfig:
-    """``config`` with every data- or machine-dependent default filled in (``out`` stays as given)."""
+    """``config`` with every data-, weight- or machine-dependent default filled in (``out`` stays as given).
+
+    ``cache_images`` None stays None: whether the images fit in memory is known
+    only once their headers are read (``mlic.training.datamodule.image_cache``).
+    """
     demo = is_demo(config)
     return dataclasses.replace(
-        config,
+        resolve_recipe(config),
         data=DEMO if demo else config.data,
         image_size=config.image_size or (64 if demo else 224),
         augment=config.augment or ("shift" if demo else "light"),
@@ -31,6 +42,12 @@ def resolve(config: TrainConfig) -> TrainConfig:
         precision=resolve_precision(config),
         num_workers=config.num_workers if config.num_workers is not None else default_workers(demo),
     )
+
+
+def resolve_recipe(config: TrainConfig) -> TrainConfig:
+    """``config`` with the options left None set by the recipe that fits it (fine-tuning or from scratch)."""
+    recipe = FINE_TUNING if (config.pretrained or config.weights) else FROM_SCRATCH
+    return dataclasses.replace(config, **{k: v for k, v in recipe.items() if getattr(config, k) is None})
 
 
 def resolve_precision(config: TrainConfig) -> str:

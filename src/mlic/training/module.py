@@ -26,6 +26,7 @@ class MultiLabelModule(L.LightningModule):
         *,
         lr: float,
         weight_decay: float,
+        backbone_lr_scale: float = 1.0,
         warmup_epochs: float,
         channels_last: bool,
         compile: bool = False,
@@ -99,16 +100,8 @@ class MultiLabelModule(L.LightningModule):
         return torch.cat([gathered[rank, :size] for rank, size in enumerate(sizes)])
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for p in self.model.parameters():
-            (no_decay if p.ndim <= 1 else decay).append(p)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
-        )
+        hp = self.hparams
+        optimizer = build_optimizer(self.model, hp.lr, hp.weight_decay, hp.backbone_lr_scale)
         per_epoch = self._steps_per_epoch()
         total = max(1, per_epoch * max(1, self.trainer.max_epochs))
         warmup = min(total // 2, int(self.hparams.warmup_epochs * per_epoch))
@@ -128,6 +121,29 @@ class MultiLabelModule(L.LightningModule):
         if datamodule is None:
             return max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs))
         return max(1, len(datamodule.train_dataloader()))
+
+
+def build_optimizer(
+    model: Classifier, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0
+) -> torch.optim.AdamW:
+    """AdamW over up to four groups: backbone and the rest, each with and without weight decay.
+
+    Biases and norm weights (1-d parameters) take no decay; the backbone's
+    groups run at ``backbone_lr_scale`` times ``lr``, so that a pretrained
+    backbone can move more slowly than a new head.
+    """
+    backbone = {id(p) for p in model.backbone.parameters()}
+    groups: dict[tuple[bool, bool], list] = {}
+    for p in model.parameters():
+        groups.setdefault((id(p) in backbone, p.ndim <= 1), []).append(p)
+    return torch.optim.AdamW(
+        [
+            {"params": params, "lr": lr * (backbone_lr_scale if in_backbone else 1.0),
+             "weight_decay": 0.0 if flat else weight_decay}
+            for (in_backbone, flat), params in sorted(groups.items())
+        ],
+        lr=lr,
+    )  # fmt: skip
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:

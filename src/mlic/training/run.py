@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
@@ -16,16 +17,19 @@ from lightning.pytorch.utilities import rank_zero_only
 from mlic.artifact import Artifact, save_artifact
 from mlic.data.images import (
     Decoding,
+    ImageCache,
     Preprocessing,
     decode_size,
     manifest_images,
     tidy_bad_images,
     worker_error,
 )
+from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError, DataError
 from mlic.fileio import atomic_write_text
 from mlic.inference import run_batches
 from mlic.models import Classifier, ModelConfig, build_classifier
+from mlic.models.outputs import probabilities
 from mlic.thresholds import choose_thresholds
 from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_callbacks, load_checkpoint
 from mlic.training.config import TrainConfig, loss_summary, parse_devices, read_run_config
@@ -33,6 +37,7 @@ from mlic.training.datamodule import DataModule, image_cache, load_splits
 from mlic.training.defaults import resolve, resolve_preprocessing, uses_cuda
 from mlic.training.metrics_log import MetricsLog
 from mlic.training.module import MultiLabelModule, build_loss, validation_figures
+from mlic.training.transfer import MAX_BANK_BYTES, Embedded, attach_transfer, bank_bytes, fit_transfer
 
 BAD_IMAGES_FILE = "bad_images.txt"
 """In the run directory: the images skipped as unreadable, one ``path<TAB>reason`` per line."""
@@ -106,6 +111,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         model,
         loss,
         lr=config.lr,
+        backbone_lr_scale=config.backbone_lr_scale,
         weight_decay=config.weight_decay,
         warmup_epochs=config.warmup_epochs,
         channels_last=config.channels_last,
@@ -190,24 +196,28 @@ def finish(
     trainer: L.Trainer,
     seconds: float,
 ) -> Artifact:
-    """Choose per-label thresholds on the whole validation set and write the artifact.
+    """Fit label transfer (where it wins on validation), choose the decision rule, write the artifact.
 
-    The validation images go through the batch runner as prediction runs them,
-    so the thresholds are chosen on the probabilities the artifact will give.
+    The images go through the batch runner as prediction runs them, so the
+    rule is chosen on the probabilities the artifact will give. Validation
+    scores for the decision rule come from a bank of the training images only;
+    the validation images join the bank afterwards.
     """
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
-    val = data.val_manifest
-    outputs = run_batches(
-        model, manifest_images(val), data.eval_transform, data.decoding, num_outputs=model.schema.num_outputs,
-        batch_size=data.batch_size, num_workers=data.num_workers, targets=val,
-    )  # fmt: skip
-    read = outputs.read
-    if not read.any():
-        raise DataError("no validation image could be decoded")
-    probs = outputs.probabilities(model.schema).rows(read)
-    labels, attributes = outputs.labels[read], outputs.attributes[read]
-    decision = choose_thresholds(labels, probs.labels, "per-label")
-    figures = validation_figures(model.schema.attribute_names, probs, labels, attributes)
+    schema = model.schema
+    val, attributes, attribute_logits = embed(model, data, data.val_manifest, "validation")
+    transfer, label_logits = None, val.label_logits
+    if config.transfer == "auto" and schema.n_labels:
+        train, _, _ = embed(model, data, data.train_manifest, "training", cache=data.cache)
+        size = len(train.labels) + len(val.labels)
+        if bank_bytes(size, train.embeddings.shape[1], schema.n_labels) <= MAX_BANK_BYTES:
+            transfer, label_logits = fit_transfer(model, train, val)
+        if transfer is not None:
+            bank = torch.cat([train.embeddings, val.embeddings])
+            attach_transfer(model, transfer, bank, np.concatenate([train.labels, val.labels]))
+    probs = probabilities(schema, torch.cat([label_logits, attribute_logits], dim=1))
+    decision = choose_thresholds(val.labels, probs.labels, "auto", seed=config.seed)
+    figures = validation_figures(schema.attribute_names, probs, val.labels, attributes)
     summary = {
         "data": config.data,
         "train_images": len(data.train_manifest),
@@ -217,7 +227,29 @@ def finish(
         "precision": str(trainer.precision),
         "loss": loss_summary(config),
         "validation": {k: round(float(v), 6) for k, v in figures.items()},
+        "label_transfer": transfer,
         "bad_images": len(tidy_bad_images(data.decoding.bad_log)) if data.decoding.bad_log else 0,
         "config": config.to_dict(),
     }
     return save_artifact(path, model, preprocessing, decision, training=summary)
+
+
+def embed(
+    model: Classifier, data: DataModule, manifest: Manifest, what: str, cache: ImageCache | None = None
+) -> tuple[Embedded, np.ndarray, torch.Tensor]:
+    """One pass of ``manifest`` through the batch runner without label transfer (``forward_parts``).
+
+    Returns the images that could be read as ``Embedded`` (label logits,
+    pooled features, label targets), their attribute targets and attribute logits.
+    """
+    outputs = run_batches(
+        model.forward_parts, manifest_images(manifest), data.eval_transform, data.decoding,
+        num_outputs=model.schema.num_outputs, batch_size=data.batch_size, num_workers=data.num_workers,
+        targets=manifest, cache=cache,
+    )  # fmt: skip
+    read = outputs.read
+    if not read.any():
+        raise DataError(f"no {what} image could be decoded")
+    logits, n_labels = outputs.logits[read], model.schema.n_labels
+    embedded = Embedded(logits[:, :n_labels], outputs.features[read], outputs.labels[read])
+    return embedded, outputs.attributes[read], logits[:, n_labels:]

@@ -146,6 +146,7 @@ class InputImages(Dataset):
     manifest the images come from), each sample also carries its label list
     and attribute targets, and batches their dense rows (as ``Collate`` makes
     them), so that targets travel batch by batch and never as one matrix.
+    With a ``cache`` (of those images, by index), images come from it.
     """
 
     def __init__(
@@ -154,16 +155,18 @@ class InputImages(Dataset):
         transform: v2.Compose,
         decoding: Decoding,
         targets: Manifest | None = None,
+        cache: ImageCache | None = None,
     ) -> None:
         self.images, self.transform, self.decoding, self.targets = images, transform, decoding, targets
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple:
         try:
-            image = self.transform(self.decoding.decode(self.images[i]))
-            error = None
+            raw = self.cache.image(i) if self.cache is not None else self.decoding.decode(self.images[i])
+            image, error = self.transform(raw), None
         except DataError as e:
             if self.decoding.bad_images == "fail":
                 raise
