@@ -29,6 +29,7 @@ app.add_typer(data.app, name="data")
 
 
 def main() -> None:  # pragma: no cover - console script entry
+    """Run the ``mlic`` command."""
     app()
 
 
