@@ -192,12 +192,12 @@ def run_mlic(args, train_file: str, test, out: Path) -> dict:
     training = predictor.artifact.training
     epochs = training["epochs"] or args.epochs
     ips = training["train_images"] * epochs / training["seconds"]
-    rule = predictor.artifact.decider()
+    rule = predictor.artifact.decision
     return {"wall_s": round(seconds, 1), "train_images_per_s": round(ips, 2),
             **figures(test, probs, predictor.decide(probs), args.top_k), "rule": rule.policy,
             "options": {k: v for k, v in options.items() if k not in ("data", "out", "progress")},
             "label_transfer": training.get("label_transfer"),
-            "decision": predictor.artifact.decision}  # fmt: skip
+            "decision": rule.to_dict()}  # fmt: skip
 
 
 # ---------------------------------------------------------------- figures

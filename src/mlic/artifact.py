@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file, save
 
-from mlic.data.images import Preprocessing
+from mlic.data.images import RESIZES, Preprocessing
 from mlic.errors import ArtifactError, ConfigError
 from mlic.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from mlic.models import Classifier, ModelConfig, build_classifier
@@ -243,6 +243,8 @@ def _preprocessing(value: object) -> Preprocessing:
         )
     if not isinstance(pre.hflip, bool):
         raise TypeError(f"preprocessing.hflip must be true or false, got {pre.hflip!r}")
+    if pre.resize not in RESIZES:
+        raise ValueError(f"preprocessing.resize must be one of {RESIZES}, got {pre.resize!r}")
     return pre
 
 

@@ -135,6 +135,10 @@ class TrainConfig:
         None, "Training augmentation: light, shift or none (default shift on MultiDigits, light else).",
         group="data",
     )  # fmt: skip
+    resize: str = option(
+        "crop", "How prediction fits an image to the input: crop (cover, keep the centre; aspect kept) or "
+        "squash (stretch the whole image).", group="data",
+    )  # fmt: skip
     hflip: bool | None = option(
         None, "Mirror images in training (default: yes, except on MultiDigits, whose mirrored digits are "
         "other digits).", group="data", flag="--hflip/--no-hflip",

@@ -92,4 +92,6 @@ def resolve_preprocessing(config: TrainConfig) -> Preprocessing:
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     if pretrained_cfg is not None and (config.pretrained or config.weights):
         mean, std = tuple(pretrained_cfg.mean), tuple(pretrained_cfg.std)
-    return Preprocessing(image_size=(size, size), mean=mean, std=std, hflip=config.hflip)
+    return Preprocessing(
+        image_size=(size, size), mean=mean, std=std, hflip=config.hflip, resize=config.resize
+    )

@@ -119,7 +119,34 @@ def test_preprocessing_round_trip_through_json():
 
 def test_preprocessing_from_dict_ignores_unknown_keys_and_fills_defaults():
     pre = Preprocessing.from_dict({"image_size": [32, 32], "future_option": 1})
-    assert pre == Preprocessing(image_size=(32, 32))
+    # an artifact written before `resize` existed stretched its images
+    assert pre == Preprocessing(image_size=(32, 32), resize="squash")
+    assert Preprocessing.from_dict({"image_size": [32, 32], "resize": "crop"}).resize == "crop"
+
+
+def test_crop_resize_keeps_the_aspect_and_the_centre():
+    # a 3:2 image whose left and right thirds are 0 and whose middle third is 255
+    image = torch.zeros(3, 40, 60, dtype=torch.uint8)
+    image[:, :, 20:40] = 255
+    cropped = build_transform(Preprocessing(image_size=(20, 20), resize="crop"))(image)
+    squashed = build_transform(Preprocessing(image_size=(20, 20), resize="squash"))(image)
+    assert cropped.shape == squashed.shape == (3, 20, 20)
+    # crop: the centre 40x40 scaled to 20x20 holds the bright third in its middle half only
+    assert cropped[:, :, 7:13].float().mean() == 255 and cropped[:, :, :3].float().mean() == 0
+    # squash: all three thirds, so the bright band is narrower
+    assert (squashed[0, 0] > 127).sum() < (cropped[0, 0] > 127).sum()
+
+
+@pytest.mark.parametrize("size", [(20, 30), (30, 20), (25, 25)])
+def test_crop_resize_covers_any_input_shape(size):
+    image = torch.randint(0, 256, (3, 37, 53), dtype=torch.uint8)
+    out = build_transform(Preprocessing(image_size=size, resize="crop"))(image)
+    assert tuple(out.shape) == (3, *size)
+
+
+def test_unknown_resize_is_refused():
+    with pytest.raises(DataError, match="resize"):
+        build_transform(Preprocessing(image_size=(8, 8), resize="stretch"))
 
 
 def test_interpolation_is_used():

@@ -1,0 +1,39 @@
+"""benchmarks/real_photos.py on a few MultiDigits PNGs, so that the benchmark cannot rot between real runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import write_png_split
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "real_photos.py"
+
+
+@pytest.fixture(scope="module")
+def real_photos():
+    spec = importlib.util.spec_from_file_location("real_photos", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["real_photos"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("real_photos", None)
+
+
+def test_both_columns_report_the_same_figures(real_photos, tmp_path, capsys):
+    train = write_png_split(tmp_path, "train", 48)
+    test = write_png_split(tmp_path, "test", 24)
+    result = real_photos.main(["--data", str(train), "--test", str(test), "--backbone", "mlic_cnn",
+                               "--image-size", "32", "--epochs", "1", "--top-k", "2",
+                               "--out", str(tmp_path / "out")])  # fmt: skip
+    mlic, loop = result["mlic"], result["loop"]
+    figures = {"mAP", "micro_f1@rule", "micro_f1@0.5", "macro_f1@rule", "macro_f1@0.5", "top2"}
+    assert figures <= set(mlic) and figures <= set(loop)
+    assert 0.0 <= mlic["mAP"] <= 1.0 and 0.0 <= loop["mAP"] <= 1.0
+    assert mlic["rule"] in {"fixed", "global", "per-label"} and loop["rule"] == "0.5"
+    assert mlic["decision"]["policy"] == mlic["rule"]
+    assert set(result["mlic/loop"]) >= {"mAP", "wall_s", "train_images_per_s"}
+    assert mlic["top2"]["words"] == loop["top2"]["words"] > 0
