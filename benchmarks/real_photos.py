@@ -16,7 +16,9 @@ defaults (plus any ``--mlic-option``) and decides with the artifact's rule.
 Printed as one JSON object: per column mAP, micro- and macro-F1 at the
 column's decision rule and at 0.5, attribute accuracy, the classic top-5
 protocol of image annotation (per-word precision, recall, F1 and N+ over the
-words of the held-out images: Duygulu et al. 2002, Guillaumin et al. 2009),
+words of the held-out images: Duygulu et al. 2002, Guillaumin et al. 2009;
+mlic's top-k as ``mlic predict --top-k`` ranks, with its label balance, and
+also by score alone),
 wall time and training images/s; then the ratios mlic / loop.
 """
 
@@ -194,7 +196,8 @@ def run_mlic(args, train_file: str, test, out: Path) -> dict:
     ips = training["train_images"] * epochs / training["seconds"]
     rule = predictor.artifact.decision
     return {"wall_s": round(seconds, 1), "train_images_per_s": round(ips, 2),
-            **figures(test, probs, predictor.decide(probs), args.top_k), "rule": rule.policy,
+            **figures(test, probs, predictor.decide(probs), args.top_k, rule.top), "rule": rule.policy,
+            "top_k_balance": rule.balance,
             "options": {k: v for k, v in options.items() if k not in ("data", "out", "progress")},
             "label_transfer": training.get("label_transfer"),
             "decision": rule.to_dict()}  # fmt: skip
@@ -203,7 +206,7 @@ def run_mlic(args, train_file: str, test, out: Path) -> dict:
 # ---------------------------------------------------------------- figures
 
 
-def top_k_annotation(y_true: np.ndarray, scores: np.ndarray, k: int) -> dict:
+def top_k_annotation(y_true: np.ndarray, decided: np.ndarray) -> dict:
     """The annotation protocol: each image gets its ``k`` best words; per-word P and R over test words.
 
     P and R are averaged over the words with a positive in the held-out images
@@ -211,7 +214,6 @@ def top_k_annotation(y_true: np.ndarray, scores: np.ndarray, k: int) -> dict:
     means: the papers' CP, CR and CF1 of ``mlic.metrics.papers_scores``. N+
     counts the words with recall > 0.
     """
-    decided = top_k(scores, k)
     papers = papers_scores(y_true, decided)
     words = (y_true == 1).sum(axis=0) > 0
     recall = precision_recall_f1(y_true, decided)["recall"]
@@ -220,7 +222,8 @@ def top_k_annotation(y_true: np.ndarray, scores: np.ndarray, k: int) -> dict:
             "words": int(words.sum())}  # fmt: skip
 
 
-def figures(test, probs, decided: np.ndarray, k: int) -> dict:
+def figures(test, probs, decided: np.ndarray, k: int, top=None) -> dict:
+    """The figures of one column; ``top(scores, k)`` makes its top-k annotation (by score if None)."""
     out: dict = {}
     if test.schema.n_labels:
         y = test.labels
@@ -229,7 +232,9 @@ def figures(test, probs, decided: np.ndarray, k: int) -> dict:
             for avg in ("micro", "macro"):
                 out[f"{avg}_f1@{name}"] = round(precision_recall_f1(y, d, average=avg)["f1"], 4)
         if test.schema.n_labels > 2 * k:
-            out[f"top{k}"] = top_k_annotation(y, probs.labels, k)
+            out[f"top{k}"] = top_k_annotation(y, (top or top_k)(probs.labels, k))
+            if top is not None:
+                out[f"top{k}_by_score"] = top_k_annotation(y, top_k(probs.labels, k))
     for name, s in attribute_scores(test.attributes, probs.attributes, test.schema.attribute_names).items():
         out[f"{name}_accuracy"] = round(s["accuracy"], 4)
     return out

@@ -170,6 +170,40 @@ def test_older_mlic_json_layouts_load_as_one_decision_rule(artifact_dir, decisio
     )
 
 
+def test_top_k_balance_and_label_priors_round_trip(save, tmp_path):
+    priors = np.array([0.5, 0.125, 0.015625])
+    decision = Decision("global", np.full(3, 0.4), priors=priors, balance=0.25)
+    path = save(tmp_path / "a", decision=decision).path
+    data = json.loads((path / CONFIG_FILE).read_text())
+    assert data["label_priors"] == {"cat": 0.5, "dog": 0.125, "bird": 0.015625}
+    assert data["decision"]["balance"] == 0.25
+    again = load_artifact(path).decision
+    np.testing.assert_array_equal(again.priors, priors)
+    assert again.balance == 0.25 and again.policy == "global"
+    # the balance ranks a rare label's fair score above a frequent label's higher one
+    assert again.top(np.array([[0.6, 0.1, 0.3]]), 1).tolist() == [[False, False, True]]
+
+
+def test_artifacts_without_label_priors_rank_by_score(artifact_dir):
+    decision = load_artifact(artifact_dir).decision
+    assert decision.priors is None and decision.balance == 0.0
+    assert decision.top(np.array([[0.6, 0.1, 0.3]]), 1).tolist() == [[True, False, False]]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda d: d["decision"].update(balance=0.5), "balance needs label_priors"),
+        (lambda d: d.update(label_priors={"cat": 0.5, "dog": 0.0, "bird": 0.1}), "label_priors"),
+        (lambda d: d.update(label_priors={"cat": 0.5}), "dog"),
+    ],
+)
+def test_damaged_top_k_balance_is_an_artifact_error(artifact_dir, change, match):
+    edit_config(artifact_dir, change)
+    with pytest.raises(ArtifactError, match=match):
+        load_artifact(artifact_dir)
+
+
 def test_save_over_an_existing_artifact(save, artifact_dir):
     before = load_artifact(artifact_dir).weights_sha256
     model = save(artifact_dir, decision=THRESHOLDS, training=None, seed=9).model

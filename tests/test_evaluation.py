@@ -111,8 +111,12 @@ def test_top_k_calibration_drives_predict_and_evaluate(artifact_copy, digit_file
     figures = mlic.evaluate(artifact_copy, "demo", demo_samples=100)
     assert figures["decision"]["policy"] == "top-k"
     m = mlic.data.load_data("demo", split="test", demo_samples=100)
-    probs = mlic.load(artifact_copy).predict_manifest(m)
-    decided = top_k(probs.labels, 3)
+    predictor = mlic.load(artifact_copy)
+    probs = predictor.predict_manifest(m)
+    decision = predictor.artifact.decision
+    # top-k ranks with the label balance that training chose (and calibration keeps)
+    assert decision.priors is not None and decision.balance in (0.0, 0.25, 0.5, 0.75, 1.0)
+    decided = top_k(probs.labels / decision.priors**decision.balance, 3)
     assert figures["micro_f1"] == pytest.approx(f1_score(m.labels, decided, average="micro"))
 
 

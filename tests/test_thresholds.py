@@ -15,9 +15,12 @@ from mlic.thresholds import (
     UNREACHABLE,
     Decision,
     apply_thresholds,
+    balanced,
     best_f1_thresholds,
+    choose_balance,
     choose_thresholds,
     global_threshold,
+    label_priors,
     top_k,
 )
 
@@ -371,3 +374,52 @@ def test_shrinkage_goes_with_the_per_label_policy_only():
         choose_thresholds(y, scores, "global", shrinkage=5.0)
     with pytest.raises(ConfigError, match="shrinkage"):
         choose_thresholds(y, scores, "per-label", shrinkage=-1.0)
+
+
+# -- top-k balance: rare labels are not drowned by frequent ones ----------------------------------------
+
+
+def drowned_case(seed: int = 0, n: int = 400):
+    """Label 0 on every image, scored high; labels 1-5 rare, scored 0.3 on their positives, 0.1 else."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros((n, 6), dtype=np.int8)
+    y[:, 0] = 1
+    y[np.arange(n), rng.integers(1, 6, n)] = rng.random(n) < 0.5
+    s = np.where(y == 1, 0.3, 0.1) + 0.02 * rng.random((n, 6))
+    s[:, 0] = 0.9
+    s[:, 1] += 0.4 * (rng.random(n) < 0.5)  # label 1 is also fairly likely on images without it
+    return y, s
+
+
+def test_label_priors_are_shares_of_known_entries_with_half_a_positive_at_least():
+    np.testing.assert_allclose(label_priors([3, 0, 5], [10, 4, 5]), [0.3, 0.125, 1.0])
+    np.testing.assert_allclose(label_priors([0], [0]), [0.5])
+
+
+def test_balanced_divides_by_prior_to_the_power():
+    s = np.array([[0.8, 0.2]])
+    np.testing.assert_allclose(balanced(s, np.array([0.64, 0.04]), 0.5), [[1.0, 1.0]])
+    np.testing.assert_array_equal(balanced(s, None, 0.5), s)
+    np.testing.assert_array_equal(balanced(s, np.array([0.64, 0.04]), 0.0), s)
+
+
+def test_choose_balance_lets_rare_labels_into_the_top_k():
+    y, s = drowned_case()
+    priors = label_priors((y == 1).sum(axis=0), np.full(6, len(y)))
+    balance, how = choose_balance(y, s, priors, k=1)
+    assert balance > 0 and how["k"] == 1
+    assert how["CF1"][str(balance)] > how["CF1"]["0.0"] + 0.1
+    by_score = Decision("top-k", np.full(6, 0.5), k=1)
+    fair = Decision("top-k", np.full(6, 0.5), k=1, priors=priors, balance=balance)
+    assert by_score.decide(s)[:, 0].all()  # ranking by score: the frequent label takes every slot
+    assert fair.decide(s)[:, 1:].any(axis=0).all()  # balanced: every rare label is chosen somewhere
+    assert fair.top(s, 2).sum(axis=1).tolist() == [2] * len(y)
+
+
+def test_choose_balance_keeps_ranking_by_score_when_it_is_already_fair():
+    rng = np.random.default_rng(1)
+    y = np.eye(5, dtype=np.int8)[rng.choice(5, 300, p=[0.6, 0.2, 0.1, 0.05, 0.05])]  # one label each
+    s = np.where(y == 1, 0.9, 0.1) + 0.05 * rng.random(y.shape)  # and it always scores highest
+    priors = label_priors((y == 1).sum(axis=0), np.full(5, len(y)))
+    balance, how = choose_balance(y, s, priors, k=1)
+    assert balance == 0.0 and set(how["CF1"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}

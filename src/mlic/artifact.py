@@ -92,6 +92,8 @@ class Artifact:
             "weights": {"file": WEIGHTS_FILE, "sha256": self.weights_sha256},
             "training": self.training,
         }
+        if self.decision.priors is not None:  # absent in artifacts written before top-k balance
+            data["label_priors"] = dict(zip(self.schema.labels, map(float, self.decision.priors)))
         if self.exports:  # absent when empty, so an artifact without exports reads as before
             data["exports"] = self.exports
         return data
@@ -162,12 +164,13 @@ def load_artifact(path: str | Path) -> Artifact:
     try:
         schema = LabelSchema.from_dict(data["schema"])
         thresholds = np.array([_number(data["thresholds"][name]) for name in schema.labels], dtype=np.float64)
+        priors = _priors(data.get("label_priors"), schema.labels)
         return Artifact(
             path,
             schema,
             _model_config(data["model"]),
             _preprocessing(data["preprocessing"]),
-            _decision(data.get("decision"), thresholds),
+            _decision(data.get("decision"), thresholds, priors),
             _mapping(data.get("training", {}), "training"),
             _text(_mapping(data.get("weights", {}), "weights").get("sha256", ""), "weights.sha256"),
             _exports(data.get("exports")),
@@ -248,7 +251,18 @@ def _preprocessing(value: object) -> Preprocessing:
     return pre
 
 
-def _decision(value: object, thresholds: np.ndarray) -> Decision:
+def _priors(value: object, labels: tuple[str, ...]) -> np.ndarray | None:
+    """The ``label_priors`` field (by label name) in label order; None where absent."""
+    if value is None:
+        return None
+    data = _mapping(value, "label_priors")
+    priors = np.array([_number(data[name], "label_priors") for name in labels], dtype=np.float64)
+    if not ((priors > 0) & (priors <= 1)).all():
+        raise ValueError("label_priors must lie in (0, 1]")
+    return priors
+
+
+def _decision(value: object, thresholds: np.ndarray, priors: np.ndarray | None = None) -> Decision:
     """The ``decision`` field and the thresholds as one rule (``per-label`` when the field is absent)."""
     rest = dict(_mapping(value or {"policy": "per-label"}, "decision"))
     policy, k = rest.pop("policy", None), rest.pop("k", None)
@@ -258,7 +272,13 @@ def _decision(value: object, thresholds: np.ndarray) -> Decision:
         raise ValueError(f"decision.k must be a positive integer for top-k, got {k!r}")
     min_precision, min_positives = rest.pop("min_precision", None), rest.pop("min_positives", None)
     shrinkage, chosen_by = rest.pop("shrinkage", None), rest.pop("chosen_by", None)
-    return Decision(policy, thresholds, k, min_precision, min_positives, shrinkage, chosen_by, source=rest)
+    balance = _number(rest.pop("balance", 0.0), "decision.balance", low=0.0)
+    if balance and priors is None:
+        raise ValueError("decision.balance needs label_priors")
+    return Decision(
+        policy, thresholds, k, min_precision, min_positives, shrinkage, chosen_by, source=rest,
+        priors=priors, balance=balance,
+    )  # fmt: skip
 
 
 def _exports(value: object) -> dict:

@@ -111,7 +111,8 @@ def calibrate(
     after = decision_figures(manifest, probs, decision)
     target = predictor.artifact
     source = {"calibrated_on": str(data), "calibration_images": len(manifest)}
-    target.decision = replace(decision, source=source)
+    old = target.decision  # top-k ranking keeps what training chose
+    target.decision = replace(decision, source=source, priors=old.priors, balance=old.balance)
     target.save_config()
     labels = manifest.schema.labels
     return {

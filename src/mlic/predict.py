@@ -29,7 +29,7 @@ from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError, DataError
 from mlic.inference import Outputs, load_network, run_batches
 from mlic.models.outputs import Probabilities
-from mlic.thresholds import apply_thresholds, top_k
+from mlic.thresholds import apply_thresholds
 
 
 def find_images(paths: Iterable[str | Path]) -> list[Path]:
@@ -111,7 +111,7 @@ class Predictor:
         if top_k_labels is not None:
             if top_k_labels < 1:
                 raise ConfigError(f"top-k must be at least 1, got {top_k_labels}")
-            return top_k(probs.labels, min(top_k_labels, self.schema.n_labels))
+            return self.artifact.decision.top(probs.labels, top_k_labels)
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold must lie in [0, 1], got {threshold}")
         if threshold is not None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mlic.errors import ConfigError, DataError
-from mlic.metrics import check_inputs, precision_recall_f1
+from mlic.metrics import check_inputs, papers_scores, precision_recall_f1
 from mlic.metrics.blocks import column_blocks
 
 POLICIES = ("per-label", "global", "fixed", "top-k")
@@ -33,6 +33,10 @@ SHRINKAGE = 10.0
 gets ``(n t_label + SHRINKAGE t_global) / (n + SHRINKAGE)``. At 10, a label needs 10 positives
 before its own optimum outweighs the global threshold; an optimum over 2 positives is mostly noise."""
 AUTO_FOLDS = 5
+BALANCES = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Candidate exponents of the label prior in top-k ranking (``choose_balance``)."""
+MIN_BALANCE_GAIN = 0.002
+"""Per-label F1 of the top-k annotation that a balance must add on validation over ranking by score."""
 UNREACHABLE = 1.0
 """Threshold of a label that cannot reach the requested precision: predicted only at certainty."""
 
@@ -188,12 +192,22 @@ class Decision:
     chosen_by: dict | None = None
     """For a rule chosen by ``auto``: how (cross-validation) and every candidate's figures."""
     source: dict = field(default_factory=dict)
+    priors: np.ndarray | None = None
+    """Each label's share of positives among the training images (None: unknown)."""
+    balance: float = 0.0
+    """Top-k ranks an image's labels by ``score / prior ** balance`` (see ``choose_balance``): at 0 by
+    score alone; above 0 a rare label with a fair score can outrank a frequent one with a higher score.
+    Per-label figures (mAP, thresholds) do not change: each label's scores are only rescaled."""
 
     def decide(self, y_score: Any) -> np.ndarray:
         """Bool ``[n_samples, n_labels]`` decisions under this policy."""
         if self.policy == "top-k":
-            return top_k(y_score, min(int(self.k), np.shape(y_score)[1]))
+            return self.top(y_score, int(self.k))
         return apply_thresholds(y_score, self.thresholds)
+
+    def top(self, y_score: Any, k: int) -> np.ndarray:
+        """Bool ``[n_samples, n_labels]``: each image's ``k`` best labels, ranked as ``balance`` says."""
+        return top_k(balanced(y_score, self.priors, self.balance), min(int(k), np.shape(y_score)[1]))
 
     def to_dict(self) -> dict:
         """The rule without its thresholds (``mlic.json`` keeps those by label name)."""
@@ -208,6 +222,8 @@ class Decision:
             out["shrinkage"] = self.shrinkage
         if self.chosen_by is not None:
             out["chosen_by"] = self.chosen_by
+        if self.balance:
+            out["balance"] = self.balance
         return out
 
 
@@ -331,3 +347,40 @@ def choose_by_cross_validation(
                           "criterion": "mean of micro- and macro-F1, neither below 0.5's",
                           "candidates": figures}  # fmt: skip
     return decision
+
+
+def label_priors(positives: Any, known: Any) -> np.ndarray:
+    """Each label's share of positives among its ``known`` entries; half a positive where it has none."""
+    positives, known = np.asarray(positives, dtype=np.float64), np.asarray(known, dtype=np.float64)
+    return np.maximum(positives, 0.5) / np.maximum(known, 1.0)
+
+
+def balanced(y_score: Any, priors: np.ndarray | None, balance: float) -> np.ndarray:
+    """Scores for ranking an image's labels: ``score / prior ** balance`` (the scores when unbalanced)."""
+    s = check_inputs(y_score=y_score)["y_score"]
+    if not balance or priors is None:
+        return s
+    return s / np.asarray(priors, dtype=np.float64) ** balance
+
+
+def choose_balance(y_true: Any, y_score: Any, priors: np.ndarray, k: int) -> tuple[float, dict]:
+    """The exponent of the label prior for top-k ranking that gives the best per-label F1 on validation.
+
+    The annotation literature scores an image's ``k`` best labels per label
+    (CF1: mean precision and recall over the labels), where ranking by score
+    alone gives frequent labels nearly every slot and rare ones none; dividing
+    each score by the label's prior to a power (as the published
+    nearest-neighbour annotators divide votes by a label's frequency) evens
+    that. Each of ``BALANCES`` is tried; one above 0 is kept only if it adds
+    ``MIN_BALANCE_GAIN`` to CF1. Returns the balance and every candidate's CF1.
+    """
+    c = check_inputs(y_true=y_true, y_score=y_score)
+    y, s = c["y_true"], c["y_score"]
+    k = max(1, min(int(k), s.shape[1]))
+    figures = {
+        b: float(np.nan_to_num(papers_scores(y, top_k(balanced(s, priors, b), k))["CF1"])) for b in BALANCES
+    }
+    best = max(figures, key=figures.get)
+    if figures[best] < figures[0.0] + MIN_BALANCE_GAIN:
+        best = 0.0
+    return best, {"k": k, "CF1": {str(b): round(f, 6) for b, f in figures.items()}}

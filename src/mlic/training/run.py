@@ -30,14 +30,21 @@ from mlic.fileio import atomic_write_text
 from mlic.inference import run_batches
 from mlic.models import Classifier, ModelConfig, build_classifier
 from mlic.models.outputs import probabilities
-from mlic.thresholds import choose_thresholds
+from mlic.thresholds import Decision, choose_balance, choose_thresholds, label_priors
 from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_callbacks, load_checkpoint
 from mlic.training.config import TrainConfig, loss_summary, parse_devices, read_run_config
 from mlic.training.datamodule import DataModule, image_cache, load_splits
 from mlic.training.defaults import resolve, resolve_preprocessing, uses_cuda
 from mlic.training.metrics_log import MetricsLog
 from mlic.training.module import MultiLabelModule, build_loss, validation_figures
-from mlic.training.transfer import MAX_BANK_BYTES, Embedded, attach_transfer, bank_bytes, fit_transfer
+from mlic.training.transfer import (
+    MAX_BANK_BYTES,
+    Embedded,
+    annotation_size,
+    attach_transfer,
+    bank_bytes,
+    fit_transfer,
+)
 
 BAD_IMAGES_FILE = "bad_images.txt"
 """In the run directory: the images skipped as unreadable, one ``path<TAB>reason`` per line."""
@@ -217,6 +224,9 @@ def finish(
             attach_transfer(model, transfer, bank, np.concatenate([train.labels, val.labels]))
     probs = probabilities(schema, torch.cat([label_logits, attribute_logits], dim=1))
     decision = choose_thresholds(val.labels, probs.labels, "auto", seed=config.seed)
+    balance = None
+    if schema.n_labels:
+        decision, balance = with_balance(decision, data.train_manifest, val.labels, probs.labels)
     figures = validation_figures(schema.attribute_names, probs, val.labels, attributes)
     summary = {
         "data": config.data,
@@ -228,10 +238,21 @@ def finish(
         "loss": loss_summary(config),
         "validation": {k: round(float(v), 6) for k, v in figures.items()},
         "label_transfer": transfer,
+        "top_k_balance": balance,
         "bad_images": len(tidy_bad_images(data.decoding.bad_log)) if data.decoding.bad_log else 0,
         "config": config.to_dict(),
     }
     return save_artifact(path, model, preprocessing, decision, training=summary)
+
+
+def with_balance(
+    decision: Decision, train: Manifest, val_labels: np.ndarray, val_scores: np.ndarray
+) -> tuple[Decision, dict]:
+    """``decision`` with the training label priors and the top-k balance chosen on validation, and how."""
+    counts = train.label_lists.counts()
+    priors = label_priors(counts["positive"], counts["positive"] + counts["negative"])
+    balance, figures = choose_balance(val_labels, val_scores, priors, annotation_size(val_labels))
+    return replace(decision, priors=priors, balance=balance), {"balance": balance, **figures}
 
 
 def embed(
