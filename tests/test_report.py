@@ -307,3 +307,17 @@ def test_page_in_headless_chromium(report, tmp_path, chromium):
     assert known == sorted(known, reverse=True) and known[0] > known[-1] and np.isnan(descending[-1])
     assert sort_state == "descending" and visible == 1
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_links_an_audit(tmp_path):
+    from mlic.auditing.run import write_review
+
+    args = inputs(DIGITS, n=30)
+    audit = tmp_path / "audit"
+    write_review(audit, args["images"], args["label_score"].astype(np.float32))
+    (audit / "audit.json").write_text('{"suggestions": {"missing": 3, "wrong": 1}, "folds": 5, "mode": "full"}')
+    text = write_report(tmp_path / "report", **args, audit=audit).read_text()
+    assert 'href="../audit/review.html"' in text and "3 likely missing and 1 likely wrong" in text
+    assert 'id="audit"' in text
+    with pytest.raises(ConfigError, match="not a finished audit"):
+        write_report(tmp_path / "report2", **args, audit=tmp_path / "nothing")

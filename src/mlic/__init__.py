@@ -7,6 +7,8 @@ each) and optionally **attributes** with exclusive classes (one softmax each).
     >>> artifact = mlic.train(max_epochs=12)           # MultiDigits, on CPU
     >>> mlic.evaluate(artifact, "demo")["mAP"]
     >>> mlic.load(artifact).predict(["image.png"])
+    >>> mlic.audit("labels.csv", "audit")              # likely missing and wrong labels, by K folds
+    >>> mlic.apply_audit("audit", "labels-fixed.jsonl")  # the accepted ones, into a new file
 
 The names below load their modules when first used, so ``import mlic`` is
 quick, and predicting (``mlic.load``) never imports Lightning or FastAPI.
@@ -22,6 +24,7 @@ from mlic.schema import Attribute, LabelSchema
 
 if TYPE_CHECKING:
     from mlic.artifact import Artifact, load_artifact
+    from mlic.auditing import apply_audit, audit, rank_suggestions
     from mlic.evaluation import evaluate
     from mlic.predict import Predictor, load
     from mlic.training.config import TrainConfig
@@ -32,6 +35,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "Artifact": "mlic.artifact",
     "load_artifact": "mlic.artifact",
+    "audit": "mlic.auditing",
+    "apply_audit": "mlic.auditing",
+    "rank_suggestions": "mlic.auditing",
     "evaluate": "mlic.evaluation",
     "Predictor": "mlic.predict",
     "load": "mlic.predict",
@@ -66,8 +72,11 @@ __all__ = [
     "SchemaError",
     "TrainConfig",
     "__version__",
+    "apply_audit",
+    "audit",
     "evaluate",
     "load",
     "load_artifact",
+    "rank_suggestions",
     "train",
 ]

@@ -35,6 +35,7 @@ def evaluate(
     data: str | Path = "demo",
     *,
     report: str | Path | None = None,
+    audit: str | Path | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
     demo_samples: int | None = None,
@@ -47,6 +48,7 @@ def evaluate(
     ``micro_precision``, ``micro_recall``, ``hamming_loss``,
     ``subset_accuracy``, ``attributes`` ({name: {"accuracy", "support"}}),
     ``per_label``, ``at_0.5`` and a description of what was evaluated.
+    ``audit``: an ``mlic audit`` folder of the data, linked from the report.
     Decisions follow the artifact's rule (its thresholds, or top-k). With
     ``report``, also writes an HTML report into that folder.
     """
@@ -66,7 +68,7 @@ def evaluate(
         figures["report"] = str(write_report(
             report, figures=figures, schema=manifest.schema, label_true=manifest.labels,
             label_score=probs.labels, attr_true=manifest.attributes, attr_probs=probs.attributes,
-            thresholds=predictor.artifact.thresholds, images=manifest,
+            thresholds=predictor.artifact.thresholds, images=manifest, audit=audit,
         ))  # fmt: skip
     return figures
 

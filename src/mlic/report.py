@@ -57,6 +57,7 @@ def write_report(
     images: Manifest,
     title: str = "mlic evaluation",
     max_worst: int = 24,
+    audit: str | Path | None = None,
 ) -> Path:
     """Write an offline HTML report of an evaluation to ``directory/index.html``; return its path.
 
@@ -69,6 +70,7 @@ def write_report(
     manifest, row for row (files or in-memory pixels); thumbnails of the ``max_worst``
     worst-predicted images are copied into the report. The folder is created; a
     file in its place raises ``ConfigError``, inputs that do not fit ``DataError``.
+    ``audit``: the folder of an ``mlic audit`` of the data, linked with its counts.
     """
     out = Path(directory)
     if out.exists() and not out.is_dir():
@@ -103,6 +105,8 @@ def write_report(
         sections.append(("attributes", "Attributes", _attributes(d)))
     if max_worst > 0 and n:
         sections.append(("worst", "Worst-predicted images", _worst(d, images, max_worst)))
+    if audit is not None:
+        sections.append(("audit", "Label audit", _audit(Path(audit), out)))
     path = out / "index.html"
     _write(path, _page(title, _meta(d), sections))
     return path
@@ -415,6 +419,32 @@ def _is_number(v: object) -> bool:
 
 def _fmt(v: object, spec: str = "%.4f") -> str:
     return "–" if v is None or np.isnan(v) else spec % v
+
+
+def _audit(folder: Path, out: Path, rows: int = 15) -> str:
+    """A link to an audit's review page and file, its counts, and the labels most likely incomplete."""
+    import csv
+    import json
+    import os
+
+    try:
+        summary = json.loads((folder / "audit.json").read_text(encoding="utf-8"))
+        with open(folder / "labels.csv", encoding="utf-8", newline="") as f:
+            table = list(csv.DictReader(f))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{folder}: not a finished audit ({e}); run mlic audit first") from None
+    files = ("review.html", "suggestions.jsonl", "labels.csv")
+    link = {k: esc(os.path.relpath(folder / k, out)) for k in files}
+    n = summary.get("suggestions") or {}
+    missing, wrong = esc(str(n.get("missing", 0))), esc(str(n.get("wrong", 0)))
+    folds, mode = esc(str(summary.get("folds"))), esc(str(summary.get("mode")))
+    head = (f'<p><a href="{link["review.html"]}">Review page</a> · <a href="{link["suggestions.jsonl"]}">'
+            f'suggestions</a> · <a href="{link["labels.csv"]}">per-label table</a>: {missing} likely missing '
+            f"and {wrong} likely wrong labels, from {folds} folds ({mode}).</p>")  # fmt: skip
+    columns = ["given_positives", "likely_missing", "estimated_missing_rate", "likely_wrong"]
+    body = [f"<tr><td>{esc(r['label'])}</td>" + "".join(f"<td>{esc(r.get(c, ''))}</td>" for c in columns)
+            + "</tr>" for r in table[:rows]]  # fmt: skip
+    return head + _table(["label", *columns], body)
 
 
 def _meta(d: dict) -> str:

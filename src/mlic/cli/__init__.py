@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from mlic.cli import data, evaluate, export, predict, serve, train
+from mlic.cli import audit, data, evaluate, export, predict, serve, train
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +26,7 @@ app.command()(predict.predict)
 app.command()(export.export)
 app.command()(serve.serve)
 app.add_typer(data.app, name="data")
+app.add_typer(audit.app, name="audit")
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -30,6 +30,7 @@ def evaluate(
     drop_unannotated: DropUnannotated = False,
     as_json: AsJson = False,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report into this folder.")] = None,
+    audit: Annotated[Path | None, typer.Option(help="Link this mlic audit folder from the report.")] = None,
     batch_size: int = 64,
     workers: int = 0,
     runtime: RuntimeOption = "torch",
@@ -41,7 +42,7 @@ def evaluate(
 
     options = source_options(data, format, images_root, tag_separator, drop_unannotated)
     predictor = run(load, artifact, batch_size=batch_size, num_workers=workers, runtime=runtime)
-    figures = run(evaluate_fn, predictor, data, report=report, **options)
+    figures = run(evaluate_fn, predictor, data, report=report, audit=audit, **options)
     typer.echo(json.dumps(figures) if as_json else format_report(figures))
     if report is not None and not as_json:
         typer.echo(f"\nreport: {figures['report']}")

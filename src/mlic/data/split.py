@@ -92,18 +92,28 @@ def stratified_split(
         raise ConfigError(
             f"{manifest.source or 'data'}: {n} image(s) cannot fill the {len(names)} splits {names}"
         )
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)  # ties are broken by this order, so shuffle it
-    indptr, columns, n_columns = stratification_columns(manifest, order)
-    ratios = np.array([fractions[k] for k in names])
-    assigned = np.empty(n, dtype=np.int64)
-    assigned[order] = iterative_stratification(indptr, columns, n_columns, ratios, rng)
-    _fill_empty(assigned, len(names), rng)
+    assigned = stratified_assignment(manifest, [fractions[k] for k in names], seed)
     meta = {"seed": seed, "fractions": fractions, "images": n}
     return {
         name: _part(manifest, np.flatnonzero(assigned == k), dict(meta, name=name))
         for k, name in enumerate(names)
     }
+
+
+def stratified_assignment(manifest: Manifest, ratios: list[float], seed: int = 0) -> np.ndarray:
+    """The part (0 .. len(ratios) - 1) of each image, by iterative stratification; every part non-empty.
+
+    What ``stratified_split`` cuts by; ``mlic.auditing`` takes its K folds from it (K equal ``ratios``).
+    Needs at least as many images as parts.
+    """
+    n = len(manifest)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)  # ties are broken by this order, so shuffle it
+    indptr, columns, n_columns = stratification_columns(manifest, order)
+    assigned = np.empty(n, dtype=np.int64)
+    assigned[order] = iterative_stratification(indptr, columns, n_columns, np.asarray(ratios, float), rng)
+    _fill_empty(assigned, len(ratios), rng)
+    return assigned
 
 
 def split_data(
