@@ -315,7 +315,8 @@ def test_report_links_an_audit(tmp_path):
     args = inputs(DIGITS, n=30)
     audit = tmp_path / "audit"
     write_review(audit, args["images"], args["label_score"].astype(np.float32))
-    (audit / "audit.json").write_text('{"suggestions": {"missing": 3, "wrong": 1}, "folds": 5, "mode": "full"}')
+    summary = '{"suggestions": {"missing": 3, "wrong": 1}, "folds": 5, "mode": "full"}'
+    (audit / "audit.json").write_text(summary)
     text = write_report(tmp_path / "report", **args, audit=audit).read_text()
     assert 'href="../audit/review.html"' in text and "3 likely missing and 1 likely wrong" in text
     assert 'id="audit"' in text
