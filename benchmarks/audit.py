@@ -212,8 +212,7 @@ def main() -> None:
         options |= {"max_epochs": args.epochs, "transfer": args.transfer}
     given = {"backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,
              "batch_size": args.batch_size, "num_workers": args.workers}  # fmt: skip
-    for key, value in given.items():
-        options[key] = value
+    options |= {key: value for key, value in given.items() if value is not None}
     started = time.perf_counter()
     summary = audit(data, args.out, folds=args.folds, seed=args.seed, features=args.features, verbose=False,
                     **options)  # fmt: skip
