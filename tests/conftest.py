@@ -168,3 +168,22 @@ def unexported_artifact(make_artifact, path: Path, head: str = "linear") -> Path
     made = make_artifact(EXPORT_SCHEMA, head=head, preprocessing=EXPORT_PRE, decision=EXPORT_THRESHOLDS,
                          tweak=perturb_batchnorm, path=path)  # fmt: skip
     return made.path
+
+
+@pytest.fixture
+def fake_train(monkeypatch, make_artifact):
+    """``mlic.training.run.train`` replaced by a stand-in that writes an untrained MultiDigits artifact
+    (another seed per call); returns the list of the options of every call."""
+    import mlic.training.run as run_module
+
+    calls = []
+
+    def train(resume=None, **options):
+        out = Path(resume or options["out"])
+        calls.append(options)
+        (out / "config.json").write_text("{}")
+        schema = multidigits("test", 1).schema
+        return make_artifact(schema, path=out / "artifact", seed=len(calls)).path
+
+    monkeypatch.setattr(run_module, "train", train)
+    return calls

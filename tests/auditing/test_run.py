@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,24 +12,6 @@ from mlic.auditing import audit
 from mlic.auditing.review import read_suggestions
 from mlic.data import multidigits
 from mlic.errors import ConfigError
-
-
-@pytest.fixture
-def fake_train(monkeypatch, make_artifact):
-    """``mlic.training.run.train`` replaced by a stand-in that writes an untrained artifact; records calls."""
-    import mlic.training.run as run_module
-
-    calls = []
-
-    def train(resume=None, **options):
-        out = Path(resume or options["out"])
-        calls.append(options)
-        (out / "config.json").write_text("{}")
-        schema = multidigits("test", 1).schema
-        return make_artifact(schema, path=out / "artifact", seed=len(calls)).path
-
-    monkeypatch.setattr(run_module, "train", train)
-    return calls
 
 
 def test_audit_writes_its_files_and_continues(tmp_path, fake_train):

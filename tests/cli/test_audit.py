@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from mlic.cli import app
@@ -18,23 +16,6 @@ def test_the_options_the_audit_owns_agree_with_the_library():
     from mlic.auditing.folds import AUDIT_OWNED as LIBRARY
 
     assert AUDIT_OWNED == LIBRARY
-
-
-@pytest.fixture
-def fake_train(monkeypatch, make_artifact):
-    import mlic.training.run as run_module
-    from mlic.data import multidigits
-
-    calls = []
-
-    def train(resume=None, **options):
-        out = Path(resume or options["out"])
-        calls.append(options)
-        (out / "config.json").write_text("{}")
-        return make_artifact(multidigits("test", 1).schema, path=out / "artifact").path
-
-    monkeypatch.setattr(run_module, "train", train)
-    return calls
 
 
 def test_audit_data_runs_with_training_options_then_apply(tmp_path, digit_files, fake_train):
