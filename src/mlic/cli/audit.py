@@ -7,10 +7,8 @@ train with them.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
-import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,16 +22,16 @@ from mlic.cli.common import (
     Format,
     ImagesRoot,
     Separator,
+    option_parameter,
     run,
     source_options,
 )
-from mlic.training.config import OPTIONS, TrainConfig
+from mlic.training.config import OPTIONS
 
 AUDIT_OWNED = ("data", "val_data", "out", "format", "images_root", "tag_separator", "drop_unannotated",
                "demo_train", "demo_val", "hide_positives", "hidden_as")  # fmt: skip
 """``mlic.auditing.folds.AUDIT_OWNED``, repeated so that ``mlic --help`` imports no torch (a test checks)."""
 SUBCOMMANDS = ("run", "review", "apply")
-HINTS = typing.get_type_hints(TrainConfig)
 
 
 class DefaultRun(TyperGroup):
@@ -50,20 +48,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Find likely missing and wrong labels: mlic audit DATA, then review and apply.",
 )
-
-
-def _parameter(name: str) -> inspect.Parameter:
-    f = OPTIONS[name]
-    meta = f.metadata
-    cli_type = meta["cli_type"] or HINTS[name]
-    default = None if f.default is dataclasses.MISSING else f.default
-    if meta["cli"] is not None and default is not None and cli_type is str:
-        default = str(default)
-    decls = [meta["flag"]] if meta["flag"] else []
-    info = typer.Option(*decls, help=meta["help"], rich_help_panel="Training: " + meta["group"])
-    return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[cli_type, info]
-    )
 
 
 def audit_data(ctx: typer.Context, **values: Any) -> None:
@@ -112,7 +96,7 @@ _OWN = [
         ("format", None, Format), ("images_root", None, ImagesRoot), ("tag_separator", " ", Separator),
         ("drop_unannotated", False, DropUnannotated), ("as_json", False, AsJson),
     )),
-    *(_parameter(name) for name in OPTIONS if name not in AUDIT_OWNED),
+    *(option_parameter(name, "Training: ") for name in OPTIONS if name not in AUDIT_OWNED),
 ]  # fmt: skip
 audit_data.__signature__ = inspect.Signature(_OWN)
 audit_data.__annotations__ = {p.name: p.annotation for p in _OWN}

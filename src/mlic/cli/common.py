@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +12,9 @@ from typing import Annotated
 import typer
 
 from mlic.errors import MlicError
+from mlic.training.config import OPTIONS, TrainConfig
+
+HINTS = typing.get_type_hints(TrainConfig)
 
 DataArg = Annotated[
     str,
@@ -86,3 +92,22 @@ def source_options(
 def pixel_limit(value: int | None, default: int | None) -> int | None:
     """``--max-image-pixels``: unset keeps the library's default; 0 lifts the limit."""
     return default if value is None else value or None
+
+
+def option_parameter(name: str, panel_prefix: str = "") -> inspect.Parameter:
+    """The typer parameter of one declared training option: type, flag, default, help and group panel.
+
+    ``mlic train`` and ``mlic audit`` both generate their training options from
+    these declarations; ``panel_prefix`` names the help panel's section.
+    """
+    f = OPTIONS[name]
+    meta = f.metadata
+    cli_type = meta["cli_type"] or HINTS[name]
+    default = None if f.default is dataclasses.MISSING else f.default
+    if meta["cli"] is not None and default is not None and cli_type is str:
+        default = str(default)  # shown as the command line takes it
+    decls = [meta["flag"]] if meta["flag"] else []
+    info = typer.Option(*decls, help=meta["help"], rich_help_panel=panel_prefix + meta["group"].capitalize())
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[cli_type, info]
+    )

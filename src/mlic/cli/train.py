@@ -8,18 +8,15 @@ the options in ``RESUMABLE``.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import typing
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from mlic.cli.common import fail, run
+from mlic.cli.common import fail, option_parameter, run
 from mlic.training.config import OPTIONS, RESUMABLE, TrainConfig, read_config_file, to_yaml
 
-HINTS = typing.get_type_hints(TrainConfig)
 GIVEN = ("COMMANDLINE", "ENVIRONMENT")
 """Where an option counts as given (click's ``ParameterSource`` names), so that it overrides ``--config``."""
 
@@ -54,21 +51,6 @@ def flag(name: str) -> str:
     """How the command line spells option ``name`` (``--val`` for ``val_data``)."""
     declared = OPTIONS[name].metadata["flag"]
     return declared.split("/")[0] if declared else "--" + name.replace("_", "-")
-
-
-def _parameter(name: str) -> inspect.Parameter:
-    """The typer parameter of one declared option: type, flag, default, help and group panel."""
-    f = OPTIONS[name]
-    meta = f.metadata
-    cli_type = meta["cli_type"] or HINTS[name]
-    default = None if f.default is dataclasses.MISSING else f.default
-    if meta["cli"] is not None and default is not None and cli_type is str:
-        default = str(default)  # shown as the command line takes it
-    decls = [meta["flag"]] if meta["flag"] else []
-    info = typer.Option(*decls, help=meta["help"], rich_help_panel=meta["group"].capitalize())
-    return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[cli_type, info]
-    )
 
 
 def train(ctx: typer.Context, **values: Any) -> None:
@@ -124,7 +106,7 @@ def _train_resumed(run_dir: Path, options: dict, print_config: bool) -> None:
 train.__signature__ = inspect.Signature(
     [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
-        *(_parameter(name) for name in OPTIONS),
+        *(option_parameter(name) for name in OPTIONS),
         inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Resume),
         inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigFile),
         inspect.Parameter(
