@@ -270,6 +270,16 @@ def test_malformed_schema(artifact_dir):
     assert_artifact_error(path, "missing or malformed field", arg=artifact_dir)
 
 
+def test_unknown_resize_is_an_artifact_error_that_names_the_field(artifact_dir):
+    path = edit_config(artifact_dir, lambda d: d["preprocessing"].update(resize="stretch"))
+    assert_artifact_error(path, "preprocessing.resize must be one of", arg=artifact_dir)
+
+
+def test_artifacts_written_before_resize_existed_squash(artifact_dir):
+    edit_config(artifact_dir, lambda d: d["preprocessing"].pop("resize"))
+    assert load_artifact(artifact_dir).preprocessing.resize == "squash"
+
+
 def test_non_integer_format_version(artifact_dir):
     path = edit_config(artifact_dir, lambda d: d.update(format_version="1"))
     assert_artifact_error(path, "format", arg=artifact_dir)
