@@ -28,6 +28,7 @@ from mlic.data.images import (
 from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError, DataError
 from mlic.inference import Outputs, load_network, run_batches
+from mlic.inference.precision import native_precision
 from mlic.models.outputs import Probabilities
 from mlic.thresholds import apply_thresholds
 
@@ -60,6 +61,12 @@ class Predictor:
     with ONNX Runtime at its default thread settings, on the CPU provider, or
     CUDA for a ``cuda`` device. Preprocessing, probabilities and decisions are
     the same code either way (``mlic.inference``).
+
+    ``precision``: ``fp32`` (default); ``bf16`` with the torch runtime
+    (autocast, channels-last); ``int8`` with the onnx runtime (the artifact's
+    ``model.int8.onnx``, from ``mlic export --quantize int8``). A precision
+    the device does not run natively falls back to ``fp32`` with a warning;
+    ``self.precision`` is the one that runs (``mlic.inference.precision``).
     """
 
     def __init__(
@@ -72,6 +79,7 @@ class Predictor:
         bad_images: str = "fail",
         max_pixels: int | None = MAX_IMAGE_PIXELS,
         runtime: str = "torch",
+        precision: str = "fp32",
     ):
         self.artifact = artifact
         self.schema = artifact.schema
@@ -79,7 +87,8 @@ class Predictor:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.runtime = runtime
-        self.model = load_network(artifact, runtime, device=self.device)
+        self.precision = native_precision(runtime, precision, self.device)
+        self.model = load_network(artifact, runtime, device=self.device, precision=self.precision)
         self.transform = build_transform(artifact.preprocessing, train=False)
         self.decoding = Decoding(decode_size(artifact.preprocessing), max_pixels, bad_images)
 

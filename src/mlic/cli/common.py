@@ -42,6 +42,13 @@ RuntimeOption = Annotated[
     str,
     typer.Option(help="torch (the PyTorch model) or onnx (ARTIFACT/model.onnx, see mlic export)."),
 ]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        help="fp32; bf16 (torch runtime; CPUs with AVX-512 bf16 or AMX, GPUs) or int8 (onnx runtime: "
+        "model.int8.onnx from mlic export --quantize int8); float32 where the hardware lacks them."
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mlic.cli.common import RuntimeOption, run
+from mlic.cli.common import PrecisionOption, RuntimeOption, run
 
 
 def predict(
@@ -22,11 +22,14 @@ def predict(
         str, typer.Option(help="Unreadable files: skip (their line has an 'error' field) or fail.")
     ] = "skip",
     runtime: RuntimeOption = "torch",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Print one JSON line per image: decided labels, scores and attribute classes."""
     from mlic.predict import find_images, load
 
-    predictor = run(load, artifact, batch_size=batch_size, bad_images=bad_images, runtime=runtime)
+    predictor = run(
+        load, artifact, batch_size=batch_size, bad_images=bad_images, runtime=runtime, precision=precision
+    )
     images = run(find_images, paths)
     unreadable = 0
     for record in run(predictor.predict, images, top_k=top_k, threshold=threshold):

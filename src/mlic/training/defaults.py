@@ -17,6 +17,7 @@ import timm
 import torch
 
 from mlic.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from mlic.inference.precision import cpu_supports_bf16
 from mlic.training.config import DEMO, TrainConfig, is_demo
 
 FINE_TUNING = {"batch_size": 64, "backbone_lr_scale": 1 / 3}
@@ -57,14 +58,6 @@ def resolve_precision(config: TrainConfig) -> str:
     if uses_cuda(config):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU runs bf16 matrix work natively (AVX-512 bf16 or AMX); elsewhere bf16 is slower."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def uses_cuda(config: TrainConfig) -> bool:
