@@ -7,7 +7,7 @@ under ``"at_0.5"``, at 0.5, so the gain from calibrated thresholds is visible.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from mlic.data.manifest import Manifest
 from mlic.metrics import evaluate_arrays
 from mlic.models.outputs import Probabilities
 from mlic.predict import Predictor, load
+from mlic.quantize import LIMITS, measure_parity
 from mlic.thresholds import UNREACHABLE, Decision, choose_thresholds
 
 THRESHOLDED = (
@@ -38,6 +39,9 @@ def evaluate(
     audit: str | Path | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
+    runtime: str = "torch",
+    precision: str = "fp32",
+    parity: bool = True,
     demo_samples: int | None = None,
     seed: int = 0,
     **source_options: object,
@@ -50,9 +54,12 @@ def evaluate(
     ``per_label``, ``at_0.5`` and a description of what was evaluated.
     ``audit``: an ``mlic audit`` folder of the data, linked from the report.
     Decisions follow the artifact's rule (its thresholds, or top-k). With
-    ``report``, also writes an HTML report into that folder.
+    ``report``, also writes an HTML report into that folder. ``runtime`` and
+    ``precision`` pick the network (as ``Predictor``'s; a given ``Predictor``
+    keeps its own); below float32, ``parity`` also runs float32 on the same
+    images and adds ``parity``: how many decisions agree, and both mAPs.
     """
-    predictor = _predictor(artifact, batch_size, num_workers)
+    predictor = _predictor(artifact, batch_size, num_workers, runtime=runtime, precision=precision)
     manifest, probs = _predict(predictor, data, "test", demo_samples, seed, source_options)
     figures = decision_figures(manifest, probs, predictor.artifact.decision)
     at_half = decision_figures(manifest, probs, Decision("fixed", np.full(manifest.schema.n_labels, 0.5)))
@@ -62,6 +69,9 @@ def evaluate(
     figures["decision"] = predictor.artifact.decision.to_dict()
     figures["ignored"] = manifest.meta.get("dropped", [])
     figures["model"] = {**predictor.artifact.model.to_dict(), "loss": predictor.artifact.training.get("loss")}
+    figures["runtime"] = {"runtime": predictor.runtime, "precision": predictor.precision}
+    if parity and predictor.precision != "fp32":
+        figures["parity"] = _parity(predictor, manifest, probs)
     if report is not None:
         from mlic.report import write_report
 
@@ -146,10 +156,22 @@ def decision_figures(manifest: Manifest, probs: Probabilities, decision: Decisio
     return figures
 
 
-def _predictor(artifact: str | Path | Predictor, batch_size: int, num_workers: int) -> Predictor:
+def _predictor(artifact: str | Path | Predictor, batch_size: int, num_workers: int, **options) -> Predictor:
     if isinstance(artifact, Predictor):
         return artifact
-    return load(artifact, batch_size=batch_size, num_workers=num_workers)
+    return load(artifact, batch_size=batch_size, num_workers=num_workers, **options)
+
+
+def _parity(predictor: Predictor, manifest: Manifest, probs: Probabilities) -> dict:
+    """The predictor's outputs against float32's (same runtime and device) on the same images."""
+    reference = Predictor(
+        predictor.artifact, device=str(predictor.device), batch_size=predictor.batch_size,
+        num_workers=predictor.num_workers, runtime=predictor.runtime,
+    )  # fmt: skip
+    expected = reference.predict_manifest(manifest)
+    measured = measure_parity(expected, probs, manifest, predictor.artifact.decision.decide)
+    return {**measured.to_dict(), "against": f"{predictor.runtime} fp32", "limits": asdict(LIMITS),
+            "within_limits": not measured.failures()}  # fmt: skip
 
 
 def _predict(predictor: Predictor, data, split: str, demo_samples, seed, source_options) -> tuple:
@@ -174,6 +196,7 @@ def format_report(figures: dict, max_labels: int = 30) -> str:
     lines.append(
         f"decisions: {policy}" + (f" (k={figures['decision'].get('k')})" if policy == "top-k" else "")
     )
+    lines += _parity_lines(figures)
     lines.append(f"{'metric':<22}{'artifact':>12}{'at 0.5':>10}")
     for key in THRESHOLDED:
         lines.append(f"{key:<22}{_fmt(figures[key]):>12}{_fmt(figures['at_0.5'][key]):>10}")
@@ -203,6 +226,24 @@ def format_report(figures: dict, max_labels: int = 30) -> str:
     if figures["ignored"]:
         lines.append(f"in the data but unknown to the model (ignored): {', '.join(figures['ignored'][:20])}")
     return "\n".join(lines)
+
+
+def _parity_lines(figures: dict) -> list[str]:
+    """The precision that ran and, below float32, its parity with float32 on these images."""
+    ran = figures.get("runtime") or {}
+    if ran.get("precision", "fp32") == "fp32":
+        return []
+    lines = [f"precision: {ran['precision']} ({ran['runtime']} runtime)"]
+    parity = figures.get("parity")
+    if parity:
+        shares = {"label decisions": parity["label_decision_agreement"],
+                  "attribute classes": parity["attribute_agreement"]}  # fmt: skip
+        agree = [f"{name} agree on {share:.2%}" for name, share in shares.items() if share is not None]
+        if parity["map_difference"] is not None:
+            agree.append(f"mAP {parity['map_variant']:.4f} vs {parity['map_reference']:.4f}")
+        verdict = "within" if parity["within_limits"] else "OUTSIDE"
+        lines.append(f"parity with {parity['against']}: {', '.join(agree)} ({verdict} the limits)")
+    return lines
 
 
 def _fmt(value: float | None) -> str:

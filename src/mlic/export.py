@@ -46,6 +46,7 @@ from mlic.extras import require
 from mlic.fileio import atomic_write_bytes
 from mlic.inference.onnx_runtime import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, first_line, session
 from mlic.models import Classifier
+from mlic.quantize import quantize_onnx
 from mlic.schema import LabelSchema
 
 MIN_OPSET = 18
@@ -53,14 +54,34 @@ MIN_OPSET = 18
 CHECK_BATCH_SIZES = (1, 5)
 """Batch sizes of the parity check: the smallest, and one the trace did not use."""
 FORMATS = ("onnx",)
+QUANTIZATIONS = ("int8",)
+EXPORT_OPTIONS = ("opset", "batch_size", "check", "atol")
+"""The options of :func:`export_onnx`; the others of :func:`export` go to the quantizer."""
 _QUIET_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo", "torch.fx")
 
 
 def export(artifact: str | Path | Artifact, format: str = "onnx", **options: object) -> Path:
-    """Export the artifact's model in ``format`` (``onnx``: see :func:`export_onnx` for ``options``)."""
+    """Export the artifact's model in ``format`` (``onnx``: see :func:`export_onnx` for ``options``).
+
+    With ``quantize="int8"`` and ``calibration`` (labelled data), also its
+    int8 variant (:func:`mlic.quantize.quantize_onnx`), whose path is returned.
+    """
     if format != "onnx":
         raise ConfigError(f"unknown export format {format!r}; expected one of {list(FORMATS)}")
-    return export_onnx(artifact, **options)
+    quantize, calibration = options.pop("quantize", None), options.pop("calibration", None)
+    quantize_options = {k: options.pop(k) for k in list(options) if k not in EXPORT_OPTIONS}
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ConfigError(f"unknown quantization {quantize!r}; expected one of {list(QUANTIZATIONS)}")
+    if quantize and calibration is None:
+        raise ConfigError(
+            "int8 quantization needs calibration images: give --calibration DATA (labelled data)"
+        )
+    if calibration is not None and not quantize:
+        raise ConfigError("--calibration is only used with --quantize int8")
+    path = export_onnx(artifact, **options)
+    if quantize:
+        return quantize_onnx(path.parent, calibration, **quantize_options)
+    return path
 
 
 def export_onnx(

@@ -68,3 +68,63 @@ def test_export_and_runtime_errors_are_one_line_messages(tiny_run, digit_files, 
         assert result.exit_code == 2, (args, result.output)
         assert message in result.stderr and "Traceback" not in result.stderr
     assert not (artifact / "model.onnx").exists()
+
+
+# -- int8 and bf16 -----------------------------------------------------------------------------------
+def test_int8_export_outside_the_limits_is_refused_and_writes_nothing(tiny_run, tmp_path):
+    artifact = exported_copy(tiny_run, tmp_path)
+    error = invoke("export", artifact, "--quantize", "int8", "--calibration", "demo", code=2)
+    assert error.startswith("error: ") and "outside the parity limits" in error and "Traceback" not in error
+    assert not (artifact / "model.int8.onnx").exists()
+    assert (artifact / "model.onnx").is_file()  # the float32 export stands on its own
+
+
+def test_int8_export_then_predict_and_evaluate_at_int8_and_bf16(tiny_run, digit_files, tmp_path, monkeypatch):
+    import mlic.quantize
+    from mlic.inference import precision
+
+    monkeypatch.setattr(mlic.quantize, "LIMITS", mlic.quantize.Limits(0.9, 0.05))  # the tiny model is weak
+    monkeypatch.setattr(precision, "cpu_supports_int8", lambda: True)
+    artifact = exported_copy(tiny_run, tmp_path)
+    lines = invoke("export", artifact, "--quantize", "int8", "--calibration", "demo").strip().splitlines()
+    assert lines[2] == str(artifact / "model.int8.onnx") and (artifact / "model.int8.onnx").is_file()
+    assert lines[3].startswith("int8 (minmax, 128 calibration images): decisions agree on ")
+    assert "held-out images" in lines[3]
+    images = digit_files["paths"][:4]
+    records = [json.loads(x) for x in invoke("predict", artifact, *images, "--runtime", "onnx",
+                                             "--precision", "int8").splitlines()]  # fmt: skip
+    assert [r["path"] for r in records] == [str(p) for p in images] and all("scores" in r for r in records)
+    figures = json.loads(invoke("evaluate", artifact, "--json", "--runtime", "onnx", "--precision", "int8"))
+    assert figures["runtime"] == {"runtime": "onnx", "precision": "int8"}
+    assert (
+        figures["parity"]["against"] == "onnx fp32" and figures["parity"]["label_decision_agreement"] >= 0.9
+    )
+    text = invoke("evaluate", artifact, "--precision", "bf16")
+    assert (
+        "precision: bf16 (torch runtime)" in text
+        and "parity with torch fp32: label decisions agree on" in text
+    )
+    quiet = json.loads(invoke("evaluate", artifact, "--json", "--precision", "bf16", "--no-parity"))
+    assert "parity" not in quiet and quiet["runtime"]["precision"] in ("bf16", "fp32")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("export", "{a}", "--quantize", "int8"), "needs calibration images: give --calibration DATA"),
+        (("export", "{a}", "--calibration", "demo"), "--calibration is only used with --quantize int8"),
+        (("export", "{a}", "--quantize", "int4", "--calibration", "demo"), "unknown quantization 'int4'"),
+        (("predict", "{a}", "{i}", "--precision", "int8"), "precision 'int8' is not offered by the torch"),
+        (
+            ("evaluate", "{a}", "--runtime", "onnx", "--precision", "bf16"),
+            "'bf16' is not offered by the onnx",
+        ),
+    ],
+)
+def test_precision_and_quantization_errors_are_one_line_messages(
+    tiny_run, digit_files, tmp_path, args, message
+):
+    artifact = exported_copy(tiny_run, tmp_path)
+    filled = [str(a).format(a=artifact, i=digit_files["paths"][0]) for a in args]
+    error = invoke(*filled, code=2)
+    assert message in error and "Traceback" not in error and len(error.strip().splitlines()) == 1

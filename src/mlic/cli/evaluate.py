@@ -14,6 +14,7 @@ from mlic.cli.common import (
     DropUnannotated,
     Format,
     ImagesRoot,
+    PrecisionOption,
     RuntimeOption,
     Separator,
     run,
@@ -34,6 +35,10 @@ def evaluate(
     batch_size: int = 64,
     workers: int = 0,
     runtime: RuntimeOption = "torch",
+    precision: PrecisionOption = "fp32",
+    parity: Annotated[
+        bool, typer.Option("--parity/--no-parity", help="Below fp32: also run fp32 and compare decisions.")
+    ] = True,
 ) -> None:
     """Figures of a model on data: mAP, F1, Hamming loss, subset and attribute accuracy."""
     from mlic.evaluation import evaluate as evaluate_fn
@@ -41,8 +46,10 @@ def evaluate(
     from mlic.predict import load
 
     options = source_options(data, format, images_root, tag_separator, drop_unannotated)
-    predictor = run(load, artifact, batch_size=batch_size, num_workers=workers, runtime=runtime)
-    figures = run(evaluate_fn, predictor, data, report=report, audit=audit, **options)
+    predictor = run(
+        load, artifact, batch_size=batch_size, num_workers=workers, runtime=runtime, precision=precision
+    )
+    figures = run(evaluate_fn, predictor, data, report=report, audit=audit, parity=parity, **options)
     typer.echo(json.dumps(figures) if as_json else format_report(figures))
     if report is not None and not as_json:
         typer.echo(f"\nreport: {figures['report']}")
