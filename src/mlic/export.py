@@ -55,21 +55,26 @@ CHECK_BATCH_SIZES = (1, 5)
 """Batch sizes of the parity check: the smallest, and one the trace did not use."""
 FORMATS = ("onnx",)
 QUANTIZATIONS = ("int8",)
-EXPORT_OPTIONS = ("opset", "batch_size", "check", "atol")
-"""The options of :func:`export_onnx`; the others of :func:`export` go to the quantizer."""
 _QUIET_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo", "torch.fx")
 
 
-def export(artifact: str | Path | Artifact, format: str = "onnx", **options: object) -> Path:
+def export(
+    artifact: str | Path | Artifact,
+    format: str = "onnx",
+    *,
+    quantize: str | None = None,
+    calibration: str | Path | None = None,
+    calibration_options: dict | None = None,
+    **options: object,
+) -> Path:
     """Export the artifact's model in ``format`` (``onnx``: see :func:`export_onnx` for ``options``).
 
     With ``quantize="int8"`` and ``calibration`` (labelled data), also its
-    int8 variant (:func:`mlic.quantize.quantize_onnx`), whose path is returned.
+    int8 variant, whose path is then returned: :func:`mlic.quantize.quantize_onnx`
+    with ``calibration_options`` (``images``, ``method``, the data's format options).
     """
     if format != "onnx":
         raise ConfigError(f"unknown export format {format!r}; expected one of {list(FORMATS)}")
-    quantize, calibration = options.pop("quantize", None), options.pop("calibration", None)
-    quantize_options = {k: options.pop(k) for k in list(options) if k not in EXPORT_OPTIONS}
     if quantize not in (None, *QUANTIZATIONS):
         raise ConfigError(f"unknown quantization {quantize!r}; expected one of {list(QUANTIZATIONS)}")
     if quantize and calibration is None:
@@ -80,7 +85,7 @@ def export(artifact: str | Path | Artifact, format: str = "onnx", **options: obj
         raise ConfigError("--calibration is only used with --quantize int8")
     path = export_onnx(artifact, **options)
     if quantize:
-        return quantize_onnx(path.parent, calibration, **quantize_options)
+        return quantize_onnx(path.parent, calibration, **(calibration_options or {}))
     return path
 
 

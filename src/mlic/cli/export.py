@@ -54,10 +54,9 @@ def export(
 
     options = {"opset": opset, "atol": atol, "check": check}
     if quantize or calibration:
-        options |= {"quantize": quantize, "calibration": calibration, "images": calibration_images,
-                    "method": calibration_method}  # fmt: skip
-        if calibration:
-            options |= source_options(calibration, data_format, images_root, tag_separator, drop_unannotated)
+        data = source_options(calibration, data_format, images_root, tag_separator, drop_unannotated)
+        settings = {"images": calibration_images, "method": calibration_method, **data}
+        options |= {"quantize": quantize, "calibration": calibration, "calibration_options": settings}
     path = run(export_fn, artifact, format, **options)
     exports = run(load_artifact, path.parent).exports
     record = {"path": str(path.parent / exports[format]["file"]), **exports[format]}
