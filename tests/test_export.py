@@ -78,7 +78,7 @@ def test_record_in_mlic_json(exported):
     assert record["opset"] >= 18
     assert record["input"] == {"name": "images", "dtype": "uint8", "shape": ["batch", 3, 32, 40]}
     assert record["output"]["shape"] == ["batch", SCHEMA.num_outputs]
-    assert record["atol"] == ATOL and record["check_batch_sizes"] == [1, 5]
+    assert record["atol"] == ATOL and record["rtol"] == 1e-4 and record["check_batch_sizes"] == [1, 5]
     assert record["torch"] == torch.__version__ and record["onnxruntime"] == onnxruntime.__version__
     assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE])
 
@@ -133,10 +133,18 @@ def test_failed_parity_writes_nothing_and_names_the_difference(exported, tmp_pat
     config_before = (folder / CONFIG_FILE).read_bytes()
     onnx_before = (folder / ONNX_FILE).read_bytes()
     with pytest.raises(ArtifactError, match=r"parity check failed: the logit of '.+' differs by .* at batch"):
-        export_onnx(folder, atol=1e-12)  # ML-Decoder's attention differs by ~1e-6 in float32
+        export_onnx(folder, atol=1e-12, rtol=0)  # ML-Decoder's attention differs by ~1e-6 in float32
     assert (folder / CONFIG_FILE).read_bytes() == config_before
     assert (folder / ONNX_FILE).read_bytes() == onnx_before
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_relative_tolerance_admits_differences_in_proportion_to_the_logit(exported, tmp_path):
+    folder = shutil.copytree(exported["ml-decoder"], tmp_path / "a")
+    with pytest.raises(ArtifactError, match=r"differs by .* \(tolerance 1e-12 \+ 1e-12 x \|"):
+        export_onnx(folder, atol=1e-12, rtol=1e-12)
+    export_onnx(folder, atol=1e-12, rtol=0.01)  # ~1e-6 apart on logits of order 0.1-1: within 1%
+    assert load_artifact(folder).exports["onnx"]["rtol"] == 0.01
 
 
 @pytest.mark.parametrize(
@@ -146,6 +154,7 @@ def test_failed_parity_writes_nothing_and_names_the_difference(exported, tmp_pat
         ({"opset": "20"}, ConfigError, "opset must be an integer"),
         ({"batch_size": 1}, ConfigError, "batch size must be an integer >= 2"),
         ({"atol": 0.0}, ConfigError, "atol must be > 0"),
+        ({"rtol": -1e-4}, ConfigError, "rtol must be >= 0"),
     ],
 )
 def test_bad_export_options(unexported, kwargs, error, message):

@@ -18,6 +18,12 @@ def export(
     atol: Annotated[
         float, typer.Option(help="Largest logit difference allowed between ONNX Runtime and PyTorch.")
     ] = 1e-4,
+    rtol: Annotated[
+        float,
+        typer.Option(
+            help="And this share of the logit's size (numpy.allclose's rule: atol + rtol x |logit|)."
+        ),
+    ] = 1e-4,
     check: Annotated[
         bool, typer.Option("--check/--no-check", help="Compare ONNX Runtime with PyTorch before writing.")
     ] = True,
@@ -52,7 +58,7 @@ def export(
     from mlic.artifact import load_artifact
     from mlic.export import export as export_fn
 
-    options = {"opset": opset, "atol": atol, "check": check}
+    options = {"opset": opset, "atol": atol, "rtol": rtol, "check": check}
     if quantize or calibration:
         data = source_options(calibration, data_format, images_root, tag_separator, drop_unannotated)
         settings = {"images": calibration_images, "method": calibration_method, **data}
@@ -72,7 +78,8 @@ def export(
         sizes = ", ".join(map(str, record["check_batch_sizes"]))
         typer.echo(
             f"opset {record['opset']}; max |onnxruntime - torch| logit difference "
-            f"{record['max_abs_diff']:.2g} (tolerance {record['atol']:g}, batch sizes {sizes})"
+            f"{record['max_abs_diff']:.2g} (tolerance {record['atol']:g} + {record['rtol']:g} x |logit|, "
+            f"batch sizes {sizes})"
         )
     if quantize:
         typer.echo(str(path))
