@@ -46,6 +46,7 @@ from mlic.extras import require
 require("serve", "mlic serve")  # FastAPI, uvicorn, python-multipart: a clear error before any import fails
 
 from mlic.serve.app import create_app, serve  # noqa: E402
+from mlic.serve.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Batching  # noqa: E402
 from mlic.serve.service import (  # noqa: E402
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -55,9 +56,12 @@ from mlic.serve.service import (  # noqa: E402
 )
 
 __all__ = [
+    "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_FILES",
     "DEFAULT_MAX_IMAGE_PIXELS",
     "DEFAULT_MAX_UPLOAD_BYTES",
+    "DEFAULT_MAX_WAIT_MS",
+    "Batching",
     "Limits",
     "Service",
     "create_app",
