@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import schemathesis
 import torch
+from fastapi.testclient import TestClient
 from hypothesis import strategies as st
 from PIL import Image
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -31,7 +32,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 import mlic
 from helpers import MAX_BYTES, MAX_FILES, assert_alive, assert_records_match, expected, png_bytes, upload
 from mlic.errors import ConfigError
-from mlic.serve import Batching, serve
+from mlic.serve import Batching, create_app, serve
 from mlic.serve.app import CONFIG_VARIABLE, app_from_environment
 
 
@@ -325,9 +326,28 @@ def test_workers_build_their_apps_from_the_environment(tiny_run, uvicorn_runs, m
         assert service.predictor.artifact.path == workers[0].state.service.predictor.artifact.path
         assert str(tiny_run) in str(service.predictor.artifact.path)
     assert workers[0].state.service.predictor is not workers[1].state.service.predictor
+    assert all(worker.state.freeze_at_start for worker in workers)  # a worker process only serves
     assert CONFIG_VARIABLE not in os.environ  # restored once uvicorn returns
     with pytest.raises(ConfigError, match="is not set"):
         app_from_environment()
+
+
+def test_a_serving_process_freezes_its_startup_objects_and_create_app_does_not(predictor, monkeypatch):
+    """``serve`` marks its app, whose start then takes the loaded model out of the collector's full passes."""
+    import uvicorn
+
+    from mlic.serve import app as app_module
+
+    frozen, served = [], []
+    monkeypatch.setattr(app_module, "freeze_startup_objects", lambda: frozen.append(True))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    with TestClient(create_app(predictor)) as client:
+        assert client.get("/health").status_code == 200
+    assert frozen == []  # an app made by create_app leaves the collector alone
+    serve(predictor)
+    with TestClient(served[-1]) as client:
+        assert client.get("/health").status_code == 200
+    assert frozen == [True]
 
 
 def test_bad_worker_options_fail_before_any_worker_starts(predictor, tiny_run, uvicorn_runs):
