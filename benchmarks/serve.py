@@ -12,9 +12,9 @@ then for each ``--concurrency`` level sends ``--warmup`` untimed requests to
 each, then ``--requests`` timed ``POST /predict`` requests to each in
 ``--rounds`` alternating runs (off, on, off, on, ...: a burst of load on a
 shared machine falls on both alike), ``concurrency`` at a time: threads sharing
-one httpx client and its keep-alive connections, each request one MultiDigits
-PNG (64 x 64, cycled over ``--distinct`` test canvases; the server resizes it
-to the model's input).
+one httpx client and its keep-alive connections (kept across the rounds), each
+request one MultiDigits PNG (64 x 64, cycled over ``--distinct`` test
+canvases; the server resizes it to the model's input).
 
 Figures per level and mode, over its rounds together: requests/s (requests
 over the rounds' wall seconds), p50 / p99 / max latency in ms (request sent to
@@ -116,26 +116,39 @@ def wait_healthy(server: subprocess.Popen, url: str, timeout: float = 180) -> No
     raise SystemExit(f"mlic serve did not answer /health within {timeout:.0f} s")
 
 
-def load(url: str, images: list[bytes], requests: int, concurrency: int) -> tuple[list[float], int, float]:
-    """Send ``requests`` uploads, ``concurrency`` at a time: latencies (s), the error count, wall seconds."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    with httpx.Client(limits=limits, timeout=60) as client:
+class Clients:
+    """``concurrency`` client threads of one server, sharing one httpx client and its keep-alive connections.
 
-        def one(i: int) -> tuple[float, bool]:
-            files = [("files", (f"{i}.png", images[i % len(images)], "image/png"))]
-            start = time.perf_counter()
-            try:
-                answer = client.post(f"{url}/predict", files=files)
-                ok = answer.status_code == 200 and len(answer.json()["predictions"]) == 1
-            except (httpx.HTTPError, ValueError, KeyError):
-                ok = False
-            return time.perf_counter() - start, ok
+    Made once per level and mode and kept across its rounds, so that no round pays for new connections.
+    """
 
+    def __init__(self, url: str, images: list[bytes], concurrency: int) -> None:
+        self.url, self.images = url, images
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self.client = httpx.Client(limits=limits, timeout=60)
+        self.pool = ThreadPoolExecutor(concurrency)
+
+    def one(self, i: int) -> tuple[float, bool]:
+        """One upload: its latency (s), and whether it was answered 200 with one prediction."""
+        files = [("files", (f"{i}.png", self.images[i % len(self.images)], "image/png"))]
         start = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            results = list(pool.map(one, range(requests)))
+        try:
+            answer = self.client.post(f"{self.url}/predict", files=files)
+            ok = answer.status_code == 200 and len(answer.json()["predictions"]) == 1
+        except (httpx.HTTPError, ValueError, KeyError):
+            ok = False
+        return time.perf_counter() - start, ok
+
+    def load(self, requests: int) -> tuple[list[float], int, float]:
+        """Send ``requests`` uploads, ``concurrency`` at a time: latencies (s), errors, wall seconds."""
+        start = time.perf_counter()
+        results = list(self.pool.map(self.one, range(requests)))
         wall = time.perf_counter() - start
-    return [r[0] for r in results], sum(not r[1] for r in results), wall
+        return [r[0] for r in results], sum(not r[1] for r in results), wall
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.client.close()
 
 
 def figures(latencies: list[float], errors: int, wall: float) -> dict:
@@ -161,15 +174,18 @@ def measure(
     elsewhere falls on both modes alike rather than on whichever ran at that moment.
     """
     runs = {mode: ([], 0, 0.0) for mode in MODES}
-    for mode in MODES:
-        load(urls[mode], images, warmup, concurrency)
-    for r in range(rounds):
+    clients = {mode: Clients(urls[mode], images, concurrency) for mode in MODES}
+    try:
         for mode in MODES:
-            latencies, errors, wall = load(
-                urls[mode], images, requests // rounds + (r < requests % rounds), concurrency
-            )
-            pooled = runs[mode]
-            runs[mode] = (pooled[0] + latencies, pooled[1] + errors, pooled[2] + wall)
+            clients[mode].load(warmup)  # opens the connections
+        for r in range(rounds):
+            for mode in MODES:
+                latencies, errors, wall = clients[mode].load(requests // rounds + (r < requests % rounds))
+                pooled = runs[mode]
+                runs[mode] = (pooled[0] + latencies, pooled[1] + errors, pooled[2] + wall)
+    finally:
+        for client in clients.values():
+            client.close()
     level = {mode: figures(*runs[mode]) for mode in MODES}
     level["ratio_rps"] = round(level["on"]["throughput_rps"] / level["off"]["throughput_rps"], 2)
     return level
