@@ -187,7 +187,8 @@ def serve(
     each loading its own model from the artifact path (so it must be a path):
     the arguments travel as JSON in the ``MLIC_SERVE_CONFIG`` environment
     variable to ``app_from_environment``. The app is built here once first, so
-    that a bad artifact or option fails before any port is bound.
+    that a bad artifact or option fails before any port is bound. A serving
+    process freezes its objects as it starts (``freeze_startup_objects``).
     """
     import uvicorn
     from uvicorn.config import LOG_LEVELS
