@@ -6,7 +6,11 @@ import contextlib
 import io
 import json
 import os
+import socket
+import threading
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +29,7 @@ from mlic.metrics import blocks
 from mlic.schema import Attribute, LabelSchema
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
     from mlic.models import Classifier
@@ -259,10 +264,48 @@ def expected(predictor: Predictor, paths: list[Path], **kw) -> list[dict]:
     return [dict(r, path=p.name) for r, p in zip(predictor.predict(paths, **kw), paths)]
 
 
+def assert_records_match(got: list[dict], want: list[dict], tol: float = 1e-6) -> None:
+    """The same records up to float rounding: a batch of another size may move a probability by ~1e-7.
+
+    Paths, keys, decided labels and attribute classes exactly; scores and probabilities within ``tol``.
+    """
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert list(g) == list(w) and g["path"] == w["path"] and g["labels"] == w["labels"]
+        assert g["scores"] == pytest.approx(w["scores"], abs=tol)
+        assert {a: c["class"] for a, c in g["attributes"].items()} == {
+            a: c["class"] for a, c in w["attributes"].items()
+        }
+        for a, c in g["attributes"].items():
+            assert c["probability"] == pytest.approx(w["attributes"][a]["probability"], abs=tol)
+
+
 def png_bytes(size: tuple[int, int]) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", size, 128).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, in a thread of this process: its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 def assert_alive(client: TestClient, digit_files: dict) -> None:

@@ -132,7 +132,24 @@ class Predictor:
     ) -> list[dict]:
         """One dict per image: decided labels, every label's score, each attribute's class and probability."""
         images = list(images)
-        outputs = self.run(images)
+        return self.records(self.run(images), images, top_k=top_k, threshold=threshold)
+
+    def records(
+        self,
+        outputs: Outputs,
+        images: Sequence[ImageInput] | None = None,
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+    ) -> list[dict]:
+        """``predict``'s records from outputs that ``run`` gave (for ``images``, which name the paths).
+
+        Decisions are made row by row, so the rows of one forward pass can be
+        split between callers that each ask for their own rule: the server
+        runs several requests' images at once and decides each request's rows
+        with its own ``top_k`` or ``threshold``.
+        """
+        images = list(images) if images is not None else [None] * len(outputs.errors)
         probs, read = outputs.probabilities(self.schema), outputs.read
         decided = np.zeros(probs.labels.shape, dtype=bool)
         if read.any():  # decisions over the images that were read: skipped ones have NaN rows
@@ -144,7 +161,7 @@ class Predictor:
             for i, image in enumerate(images)
         ]
 
-    def _record(self, i: int, image: ImageInput, probs: Probabilities, decided: np.ndarray) -> dict:
+    def _record(self, i: int, image: ImageInput | None, probs: Probabilities, decided: np.ndarray) -> dict:
         schema = self.schema
         record: dict = {"path": _path(image)}
         record["labels"] = [schema.labels[j] for j in np.flatnonzero(decided[i])]
@@ -156,7 +173,7 @@ class Predictor:
         return record
 
 
-def _path(image: ImageInput) -> str | None:
+def _path(image: ImageInput | None) -> str | None:
     return str(image) if isinstance(image, str | Path) else None
 
 

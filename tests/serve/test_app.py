@@ -9,7 +9,10 @@ import io
 import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,13 +23,17 @@ import jsonschema_rs
 import numpy as np
 import pytest
 import schemathesis
+import torch
+from fastapi.testclient import TestClient
 from hypothesis import strategies as st
 from PIL import Image
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from helpers import MAX_BYTES, MAX_FILES, assert_alive, expected, png_bytes, upload
+import mlic
+from helpers import MAX_BYTES, MAX_FILES, assert_alive, assert_records_match, expected, png_bytes, upload
 from mlic.errors import ConfigError
-from mlic.serve import serve
+from mlic.serve import Batching, create_app, serve
+from mlic.serve.app import CONFIG_VARIABLE, app_from_environment
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -133,7 +140,7 @@ def test_an_unexpected_failure_is_a_json_500_and_the_server_keeps_serving(client
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(service.predictor, "predict", broken)
+    monkeypatch.setattr(service.predictor, "run", broken)  # the forward pass, batched or not
     answer = client.post("/predict", files=upload(digit_files["paths"][0]))
     assert answer.status_code == 500
     assert answer.json()["error"] == "internal_error" and answer.json()["detail"].startswith("RuntimeError")
@@ -289,6 +296,120 @@ def test_serve_binds_loopback_by_default_and_warns_otherwise(predictor, tiny_run
         assert calls[-1]["host"] == host
     with pytest.raises(ConfigError, match="log level"):
         serve(predictor, log_level="loud")
+
+
+@pytest.fixture
+def uvicorn_runs(monkeypatch) -> list[tuple]:
+    """``uvicorn.run`` replaced: each call's app, its keywords, and the apps that its workers would build."""
+    import uvicorn
+
+    calls = []
+
+    def run(app, **kwargs):
+        workers = [app_from_environment() for _ in range(kwargs["workers"])] if kwargs.get("factory") else []
+        calls.append((app, kwargs, workers))
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    return calls
+
+
+def test_workers_build_their_apps_from_the_environment(tiny_run, uvicorn_runs, monkeypatch):
+    monkeypatch.delenv(CONFIG_VARIABLE, raising=False)
+    serve(tiny_run, port=8123, workers=2, max_batch=4, max_wait_ms=1, max_files=3, runtime="torch")
+    app, kwargs, workers = uvicorn_runs[-1]
+    assert app == "mlic.serve.app:app_from_environment" and kwargs["factory"] is True
+    assert (kwargs["workers"], kwargs["port"], kwargs["host"]) == (2, 8123, "127.0.0.1")
+    assert len(workers) == 2 and workers[0] is not workers[1]
+    for worker in workers:  # each process builds its own app and model, with every option
+        service = worker.state.service
+        assert (service.batching, service.limits.max_files) == (Batching(4, 1), 3)
+        assert service.predictor.artifact.path == workers[0].state.service.predictor.artifact.path
+        assert str(tiny_run) in str(service.predictor.artifact.path)
+    assert workers[0].state.service.predictor is not workers[1].state.service.predictor
+    assert all(worker.state.freeze_at_start for worker in workers)  # a worker process only serves
+    assert CONFIG_VARIABLE not in os.environ  # restored once uvicorn returns
+    with pytest.raises(ConfigError, match="is not set"):
+        app_from_environment()
+
+
+def test_a_serving_process_freezes_its_startup_objects_and_create_app_does_not(predictor, monkeypatch):
+    """``serve`` marks its app, whose start then takes the loaded model out of the collector's full passes."""
+    import uvicorn
+
+    from mlic.serve import app as app_module
+
+    frozen, served = [], []
+    monkeypatch.setattr(app_module, "freeze_startup_objects", lambda: frozen.append(True))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    with TestClient(create_app(predictor)) as client:
+        assert client.get("/health").status_code == 200
+    assert frozen == []  # an app made by create_app leaves the collector alone
+    serve(predictor)
+    with TestClient(served[-1]) as client:
+        assert client.get("/health").status_code == 200
+    assert frozen == [True]
+
+
+def test_bad_worker_options_fail_before_any_worker_starts(predictor, tiny_run, uvicorn_runs):
+    with pytest.raises(ConfigError, match="workers must be a positive integer"):
+        serve(tiny_run, workers=0)
+    with pytest.raises(ConfigError, match="give the artifact's path"):
+        serve(predictor, workers=2)
+    with pytest.raises(ConfigError, match="max_batch must be a positive integer"):
+        serve(tiny_run, workers=2, max_batch=0)  # the app is built once here first
+    with pytest.raises(ConfigError, match="as JSON"):
+        serve(tiny_run, workers=2, device=torch.device("cpu"))
+    assert uvicorn_runs == []
+
+
+@pytest.mark.slow  # two worker processes each start Python and load the model: about 10 s
+def test_two_workers_serve(tiny_run, predictor, digit_files):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "mlic", "serve", str(tiny_run), "--workers", "2", "--port", str(port)]
+    source = str(Path(mlic.__file__).parents[1])  # this mlic, wherever it was imported from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    server = subprocess.Popen([*command, "--log-level", "warning"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while server.poll() is None and not _healthy(url):
+            assert time.monotonic() < deadline, "mlic serve --workers 2 did not answer /health"
+            time.sleep(0.1)
+        assert server.poll() is None, f"mlic serve exited with {server.returncode}"
+        paths = digit_files["paths"][:8]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda p: httpx.post(f"{url}/predict", files=upload(p)), paths))
+        for path, answer in zip(paths, answers):
+            assert answer.status_code == 200
+            assert_records_match(answer.json()["predictions"], expected(predictor, [path]))
+        assert len(_workers(server.pid)) == 2
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert _workers(server.pid) == []
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes that uvicorn spawned under ``pid`` (Linux: read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 # -- security: no path of the client's choosing, bounded uploads and pixels ---------------------
@@ -467,7 +588,5 @@ def test_concurrent_requests_get_their_own_answers(live, predictor, digit_files)
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(post, paths * 3))
-    for answer in answers:
-        got, want = answer, wanted[answer["path"]]
-        assert got["labels"] == want["labels"] and got["attributes"] == want["attributes"]
-        assert got["scores"] == pytest.approx(want["scores"], abs=1e-6)  # batch of 1 either way
+    for answer in answers:  # batched with others or not: the same up to float rounding
+        assert_records_match([answer], [wanted[answer["path"]]])

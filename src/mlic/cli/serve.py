@@ -24,6 +24,13 @@ def serve(
         int | None,
         typer.Option(min=0, help="Refuse larger images unread (default 50,000,000; 0: only Pillow's limit)."),
     ] = None,
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Most images per forward pass, from concurrent requests; 1: off.")
+    ] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, max=10_000, help="How long a request waits for others to join its batch.")
+    ] = 5.0,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its own model.")] = 1,
     runtime: Annotated[str, typer.Option(help="torch, or onnx (needs `mlic export` first).")] = "torch",
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
 ) -> None:
@@ -33,8 +40,8 @@ def serve(
     limit = pixel_limit(max_image_pixels, server.DEFAULT_MAX_IMAGE_PIXELS)
     upload = round(max_upload_mb * 2**20)
     run(
-        server.serve, artifact, host, port, log_level=log_level, max_upload_bytes=upload,
-        max_files=max_files, max_image_pixels=limit, **options,
+        server.serve, artifact, host, port, log_level=log_level, workers=workers, max_upload_bytes=upload,
+        max_files=max_files, max_image_pixels=limit, max_batch=max_batch, max_wait_ms=max_wait_ms, **options,
     )  # fmt: skip
 
 

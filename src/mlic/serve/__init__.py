@@ -10,7 +10,8 @@ Endpoints:
   if the part had none), and the rule that decided (``policy``, ``k``,
   ``threshold``, ``source``: ``artifact`` or ``query``).
 - ``GET /schema``: labels, attributes and their classes, thresholds, decision
-  rule, model, preprocessing, a training summary (no paths) and the limits.
+  rule, model, preprocessing, a training summary (no paths), the limits and
+  the batching settings (``max_batch``, ``max_wait_ms``).
 - ``GET /health``: ``{"status": "ok"}`` once the model is loaded.
 - ``GET /``: a self-contained page (:mod:`mlic.serve.page`); ``/docs`` and
   ``/openapi.json``: FastAPI's OpenAPI documentation. The document says what
@@ -30,12 +31,18 @@ values.
 Uploads are streamed, counted and held in memory, never written to disk
 (:mod:`mlic.serve.uploads`). Each image is shrunk to the model's input size as
 soon as it is decoded, so a request holds one full-size image at a time.
-Decoding and inference run in a worker thread under one lock: requests are
-served one at a time, off the event loop, and the files of one request go
-through the model as one batch.
+Requests decode their uploads side by side in the server's thread pool, off
+the event loop, then hand them to one model thread that runs the images of
+concurrent requests in one forward pass, up to ``max_batch`` images gathered
+for at most ``max_wait_ms``, and gives each request its own records
+(:mod:`mlic.serve.batching`). With ``max_batch=1`` batching is off: each
+request decodes and predicts under one lock, one request at a time, its files
+as one batch. ``serve(..., workers=N)`` runs N uvicorn processes, each with
+its own model, built from the JSON in ``MLIC_SERVE_CONFIG``.
 
 Modules: ``app`` (the FastAPI application, its routes and error handlers,
 ``serve``), ``service`` (the limits and the predictor shared by requests),
+``batching`` (the model thread that gathers requests into forward passes),
 ``schemas`` (the response shapes of the OpenAPI document), ``uploads``
 (streamed multipart bodies, decoded images), ``page`` (the page at ``/``,
 from ``static/index.html``, ``page.css`` and ``page.js``).
@@ -46,6 +53,7 @@ from mlic.extras import require
 require("serve", "mlic serve")  # FastAPI, uvicorn, python-multipart: a clear error before any import fails
 
 from mlic.serve.app import create_app, serve  # noqa: E402
+from mlic.serve.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Batching  # noqa: E402
 from mlic.serve.service import (  # noqa: E402
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -55,9 +63,12 @@ from mlic.serve.service import (  # noqa: E402
 )
 
 __all__ = [
+    "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_FILES",
     "DEFAULT_MAX_IMAGE_PIXELS",
     "DEFAULT_MAX_UPLOAD_BYTES",
+    "DEFAULT_MAX_WAIT_MS",
+    "Batching",
     "Limits",
     "Service",
     "create_app",

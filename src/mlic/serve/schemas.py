@@ -46,6 +46,10 @@ class SchemaResponse(BaseModel):
     preprocessing: dict[str, Any]
     training: dict[str, Any]
     limits: dict[str, int | None]
+    batching: dict[str, int | float] = Field(
+        description="max_batch: images per forward pass at most (1: no batching); max_wait_ms: how long a "
+        "request waits for others to join its batch."
+    )
 
 
 class Health(BaseModel):
