@@ -95,6 +95,25 @@ def pngs(n: int) -> list[bytes]:
     return out
 
 
+def prepare(artifact: Path, runtime: str, precision: str, random_weights: bool) -> None:
+    """Export (and quantize) the artifact when the runtime and precision need files it lacks.
+
+    Random weights are quantized for speed whatever their parity (which says nothing of a
+    trained model); a trained artifact is held to ``mlic export``'s limits.
+    """
+    from mlic.artifact import load_artifact
+    from mlic.export import export_onnx
+    from mlic.quantize import Limits, quantize_onnx
+
+    loaded = load_artifact(artifact)  # an artifact or its run directory
+    artifact, exports = loaded.path, loaded.exports
+    if runtime == "onnx" and "onnx" not in exports:
+        export_onnx(artifact)
+    if precision == "int8" and "onnx_int8" not in exports:
+        speed_only = Limits(min_decision_agreement=0.0, max_map_difference=float("inf"))
+        quantize_onnx(artifact, "demo", demo_samples=512, limits=speed_only if random_weights else None)
+
+
 def start_server(artifact: Path, port: int, options: list[str]) -> subprocess.Popen:
     """``mlic serve`` with ``options`` in a subprocess (``wait_healthy`` says when it answers)."""
     command = [sys.executable, "-m", "mlic", "serve", str(artifact), "--port", str(port), *options]
@@ -206,8 +225,12 @@ def main() -> None:
     )
     parser.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS, help="Batching on: wait.")
     parser.add_argument("--workers", type=int, default=1, help="Server processes (both modes).")
+    parser.add_argument("--runtime", default="torch", help="torch or onnx (both modes; exported if needed).")
+    parser.add_argument(
+        "--precision", default="fp32", help="fp32, bf16 (torch) or int8 (onnx; quantized if needed)."
+    )
     args = parser.parse_args()
-    common = ["--workers", str(args.workers)]
+    common = ["--workers", str(args.workers), "--runtime", args.runtime, "--precision", args.precision]
     options = {
         "off": [*common, "--max-batch", "1"],
         "on": [*common, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
@@ -217,6 +240,8 @@ def main() -> None:
             artifact = random_artifact(Path(tmp), args.random)
         else:
             artifact = args.artifact or demo_artifact(Path(tmp))
+        if (args.runtime, args.precision) != ("torch", "fp32"):
+            prepare(Path(artifact), args.runtime, args.precision, random_weights=bool(args.random))
         images = pngs(args.distinct)
         load_before = os.getloadavg()
         urls = {mode: f"http://127.0.0.1:{free_port()}" for mode in MODES}
@@ -249,6 +274,7 @@ def main() -> None:
             "on": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
         },
         "workers": args.workers,
+        "runtime": {"runtime": args.runtime, "precision": args.precision},
         "concurrency": runs,
         "errors": errors,
         "cpus": os.cpu_count(),

@@ -72,3 +72,18 @@ def test_batching_and_workers_flags_reach_serve(tiny_run, monkeypatch):
     assert target == "mlic.serve.app:app_from_environment" and (kw["workers"], kw["factory"]) == (3, True)
     config = json.loads(config)
     assert (config["artifact"], config["max_batch"], config["max_files"]) == (str(tiny_run), 4, 2)
+
+
+def test_precision_flag_reaches_the_served_predictor(tiny_run, monkeypatch):
+    import uvicorn
+
+    from mlic.inference import precision
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda server_app, **kw: served.append(server_app))
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    invoke("serve", tiny_run, "--precision", "bf16")
+    predictor = served[-1].state.service.predictor
+    assert predictor.precision == "bf16" and predictor.runtime == "torch"
+    error = invoke("serve", tiny_run, "--precision", "int8", code=2)
+    assert "precision 'int8' is not offered by the torch runtime" in error and len(served) == 1

@@ -160,6 +160,7 @@ def test_schema_health_and_openapi(client, predictor):
     limits = {"max_upload_bytes": MAX_BYTES, "max_files": MAX_FILES, "max_image_pixels": 1_000_000}
     assert schema["limits"] == limits
     assert schema["training"]["epochs"] >= 1 and "config" not in schema["training"]
+    assert schema["runtime"] == {"runtime": "torch", "precision": "fp32"}
     assert str(artifact.path) not in json.dumps(schema)  # no server paths
     assert client.get("/health").json() == {"status": "ok"}
     spec = client.get("/openapi.json").json()

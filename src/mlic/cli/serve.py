@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mlic.cli.common import pixel_limit, run
+from mlic.cli.common import PrecisionOption, pixel_limit, run
 
 
 def serve(
@@ -32,11 +32,13 @@ def serve(
     ] = 5.0,
     workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its own model.")] = 1,
     runtime: Annotated[str, typer.Option(help="torch, or onnx (needs `mlic export` first).")] = "torch",
+    precision: PrecisionOption = "fp32",
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /schema and /health, a page at / and API docs at /docs."""
     server = run(_server)  # a missing ``serve`` extra is a one-line error that names it
     options = {"runtime": runtime} if runtime != "torch" else {}
+    options |= {"precision": precision} if precision != "fp32" else {}
     limit = pixel_limit(max_image_pixels, server.DEFAULT_MAX_IMAGE_PIXELS)
     upload = round(max_upload_mb * 2**20)
     run(

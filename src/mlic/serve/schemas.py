@@ -50,6 +50,10 @@ class SchemaResponse(BaseModel):
         description="max_batch: images per forward pass at most (1: no batching); max_wait_ms: how long a "
         "request waits for others to join its batch."
     )
+    runtime: dict[str, str] = Field(
+        description="runtime: torch or onnx; precision: the one that runs (fp32, bf16 or int8; fp32 where "
+        "the hardware lacks the asked one)."
+    )
 
 
 class Health(BaseModel):

@@ -130,4 +130,5 @@ class Service:
             "training": training,
             "limits": asdict(self.limits),
             "batching": asdict(self.batching),
+            "runtime": {"runtime": self.predictor.runtime, "precision": self.predictor.precision},
         }
