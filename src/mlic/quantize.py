@@ -36,7 +36,7 @@ import torch
 
 from mlic.artifact import Artifact, load_artifact
 from mlic.data.formats import load_data
-from mlic.data.images import Decoding, build_transform, decode_size, manifest_images
+from mlic.data.images import MAX_IMAGE_PIXELS, Decoding, build_transform, decode_size, manifest_images
 from mlic.data.manifest import Manifest
 from mlic.errors import ArtifactError, ConfigError
 from mlic.extras import require
@@ -194,7 +194,8 @@ class _Loader:
 
     def __init__(self, artifact: Artifact, batch_size: int, num_workers: int) -> None:
         self.transform = build_transform(artifact.preprocessing, train=False)
-        self.decoding = Decoding(decode_size(artifact.preprocessing), None, "fail")
+        # the default pixel limit, as Predictor's: None would lift Pillow's own limit for the whole process
+        self.decoding = Decoding(decode_size(artifact.preprocessing), MAX_IMAGE_PIXELS, "fail")
         self.num_outputs = artifact.schema.num_outputs
         self.batch_size, self.num_workers = batch_size, num_workers
 

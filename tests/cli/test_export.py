@@ -110,6 +110,9 @@ def test_int8_export_then_predict_and_evaluate_at_int8_and_bf16(tiny_run, digit_
 
 def test_int8_calibration_reads_a_data_file_with_its_format_options(tiny_run, digit_files, tmp_path):
     # 48 files: 16 calibrate, the other 32 are too few to hold out, so parity is measured on all 48
+    from PIL import Image
+
+    pillow_limit = Image.MAX_IMAGE_PIXELS
     artifact = exported_copy(tiny_run, tmp_path)
     data = digit_files["root"] / "tags.csv"
     args = (
@@ -124,6 +127,7 @@ def test_int8_calibration_reads_a_data_file_with_its_format_options(tiny_run, di
     )
     error = invoke("export", artifact, *args, "--calibration-method", "percentile", code=2)
     assert f"outside the parity limits on 48 images of {data}" in error  # the weak tiny model, as above
+    assert pillow_limit == Image.MAX_IMAGE_PIXELS  # reading the files left Pillow's bomb limit alone
     error = invoke("export", artifact, *args, "--images-root", tmp_path, code=2)
     assert "48 of 48 image files are missing" in error  # looked up under --images-root, where they are not
 
