@@ -150,7 +150,9 @@ def calibrate_probabilities(
     new = None
     if method != "off":
         on = {"data": str(data), "images": len(manifest)}
-        new = fit_calibration(schema, outputs.logits, manifest.labels, manifest.attributes, method, fitted_on=on)
+        new = fit_calibration(
+            schema, outputs.logits, manifest.labels, manifest.attributes, method, fitted_on=on
+        )
     thresholds = new.thresholds(raw_thresholds) if new else raw_thresholds
     target.decision = replace(target.decision, thresholds=thresholds)
     target.calibration = new
@@ -289,7 +291,8 @@ def format_report(figures: dict, max_labels: int = 30) -> str:
         lines += ["", f"{'calibration':<22}{'value':>12}" + (f"{'uncalibrated':>14}" if raw else "")]
         for key in ("ece_macro", "ece_micro", "brier_macro", "brier_micro"):
             lines.append(f"{key:<22}{_fmt(cal.get(key)):>12}" + (f"{_fmt(raw.get(key)):>14}" if raw else ""))
-        lines.append(f"(probabilities: {cal.get('method') or 'uncalibrated'}; ECE over {cal.get('n_bins')} bins)")
+        method = cal.get("method") or "uncalibrated"
+        lines.append(f"(probabilities: {method}; ECE over {cal.get('n_bins')} bins)")
     if figures["attributes"]:
         lines += ["", f"{'attribute':<22}{'accuracy':>12}{'macro_f1':>10}{'support':>10}"]
         for name, a in figures["attributes"].items():

@@ -106,7 +106,7 @@ def explain_to_folder(
 
 
 def encoded(pictures: dict[str, np.ndarray], max_side: int) -> dict[str, str]:
-    """Overlays as ``data:image/png;base64,...`` URLs, each at most ``max_side`` pixels on its longest side."""
+    """Overlays as ``data:image/png;base64,...`` URLs, at most ``max_side`` pixels on their longest side."""
     return {
         name: "data:image/png;base64," + base64.b64encode(png_bytes(pixels, max_side)).decode("ascii")
         for name, pixels in pictures.items()

@@ -29,7 +29,7 @@ def _colours() -> np.ndarray:
 
 
 def heat(label_map: np.ndarray) -> np.ndarray:
-    """The positive part of ``label_map`` ``[H, W]`` over its maximum, in [0, 1] (zeros if none is positive)."""
+    """The positive part of ``label_map`` ``[H, W]`` over its maximum, in [0, 1] (zeros if none)."""
     positive = np.clip(np.nan_to_num(np.asarray(label_map, dtype=np.float32)), 0.0, None)
     top = float(positive.max()) if positive.size else 0.0
     return positive / top if top > 0 else np.zeros_like(positive)

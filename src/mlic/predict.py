@@ -11,7 +11,6 @@ is applied to the logits of either runtime before anything is decided.
 from __future__ import annotations
 
 import difflib
-
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -164,7 +163,6 @@ class Predictor:
             record["attributes"][a.name] = {"class": a.classes[k], "probability": float(p[i, k])}
         return record
 
-
     def torch_model(self) -> Classifier:
         """The PyTorch network (the ONNX runtime's predictor builds it on first use, for ``explain``)."""
         if isinstance(self.model, Classifier):
@@ -251,7 +249,7 @@ class Predictor:
         return LabelMaps(names, maps, probs, decided, used or "", errors, pixels)
 
     def output_columns(self, labels: Iterable[str] | None) -> tuple[list[str], list[int]]:
-        """Output names and their logit columns for ``explain``'s ``labels``; an unknown name lists the valid."""
+        """Names and logit columns of ``explain``'s ``labels``; an unknown name is a ``ConfigError``."""
         every = output_names(self.schema)
         if labels is None:
             return every, list(range(len(every)))
@@ -300,7 +298,8 @@ class LabelMaps:
         and ``extra``, in that order, among ``names``."""
         chosen = [schema.labels[j] for j in np.flatnonzero(self.decided[i])]
         for a, p in zip(schema.attributes, self.probabilities.attributes):
-            chosen.append(f"{a.name}={a.classes[int(np.nanargmax(p[i]))]}" if not np.isnan(p[i]).all() else "")
+            if not np.isnan(p[i]).all():
+                chosen.append(f"{a.name}={a.classes[int(np.nanargmax(p[i]))]}")
         chosen += list(extra)
         return [n for n in dict.fromkeys(chosen) if n in self.names]
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 import html
 import io
 import time
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -285,7 +285,9 @@ def _calibration(d: dict, uncalibrated: np.ndarray | None) -> str:
     y, labels = d["y_true"], d["schema"].labels
     if not (y >= 0).any():
         return "<p>No known label target: nothing to calibrate against.</p>"
-    curves = [("probabilities", calibration_figures(y, d["y_score"]))]
+    curves = [
+        ("calibrated" if uncalibrated is not None else "probabilities", calibration_figures(y, d["y_score"]))
+    ]
     if uncalibrated is not None:
         raw = check_inputs(y_score=uncalibrated)["y_score"]
         if raw.shape != y.shape:
@@ -349,15 +351,20 @@ def _attributes(d: dict) -> str:
 def _worst(d: dict, images: Manifest, max_worst: int, explain: Callable | None) -> str:
     loss = _image_loss(d)
     rows = [int(i) for i in np.argsort(-loss)[:max_worst]]
-    maps = explain(rows) if explain is not None and rows and d["schema"].n_labels + d["schema"].n_attributes else None
+    outputs = d["schema"].n_labels + d["schema"].n_attributes
+    maps = explain(rows) if explain is not None and rows and outputs else None
     cards = [_card(d, images, rank, i, loss[i], maps, rank) for rank, i in enumerate(rows)]
     return (
         f"<p>The {len(cards)} images with the highest loss: BCE summed over known labels plus the "
         "cross-entropy of each known attribute. Numbers are scores, attributes read true → predicted; "
         '<span class="chip ok">right</span> <span class="chip fn">FN missed / wrong class</span> '
         '<span class="chip fp">FP false alarm</span> <span class="chip unk">? truth unknown</span>'
-        + (f". Under each image, the label maps of up to {MAX_MAPS} of its labels, mistakes first "
-           f"({esc(maps.method)}; warm colours: where the evidence for the label lies)" if maps else "")
+        + (
+            f". Under each image, the label maps of up to {MAX_MAPS} of its labels, mistakes first "
+            f"({esc(maps.method)}; warm colours: where the evidence for the label lies)"
+            if maps
+            else ""
+        )
         + f'</p><div class="grid">{"".join(cards)}</div>'
     )
 
@@ -554,7 +561,8 @@ border:1px solid}
 .ok{background:#dafbe1;border-color:#4ac26b}.fn{background:#ffebe9;border-color:#ff8182}
 .fp{background:#fff1e5;border-color:#fb8f44}.unk{background:#f6f8fa;border-color:#d0d7de}
 .maps{display:grid;grid-template-columns:repeat(4,1fr);gap:4px;margin-top:6px}.map{margin:0}
-.map figcaption{font-size:11px;color:var(--muted);overflow:hidden;text-overflow:ellipsis;white-space:nowrap}"""
+.map figcaption{font-size:11px;color:var(--muted);overflow:hidden;text-overflow:ellipsis;
+white-space:nowrap}"""
 
 JS = """for (const table of document.querySelectorAll("table.sortable")) {
   const heads = table.querySelectorAll("th"), body = table.tBodies[0];

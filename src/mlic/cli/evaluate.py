@@ -85,7 +85,9 @@ def calibrate(
     ] = False,
     method: Annotated[
         str,
-        typer.Option(help="--probabilities: temperature (per label and attribute), platt (per label) or off."),
+        typer.Option(
+            help="--probabilities: temperature (per label and attribute), platt (per label) or off."
+        ),
     ] = "temperature",
     format: Format = None,
     images_root: ImagesRoot = None,

@@ -120,6 +120,10 @@ def calibration_figures(y_true: Any, y_score: Any, n_bins: int = N_BINS) -> dict
         "brier_macro": float(brier[has_positive].mean()) if has_positive.any() else float("nan"),
         "ece_micro": float(ece_micro),
         "brier_micro": float(brier_micro),
-        "bins": {"edges": bins["edges"], "count": count.sum(axis=0), "positives": positives.sum(axis=0),
-                 "score_sum": score_sum.sum(axis=0)},  # fmt: skip
+        "bins": {
+            "edges": bins["edges"],
+            "count": count.sum(axis=0),
+            "positives": positives.sum(axis=0),
+            "score_sum": score_sum.sum(axis=0),
+        },
     }

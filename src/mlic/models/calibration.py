@@ -44,7 +44,7 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 
 @dataclass
 class Calibration:
-    """A per-label affine map of logits ``z' = scale z + bias`` (``scale > 0``) and per-attribute temperatures.
+    """A per-label affine map of logits ``z' = scale z + bias`` (``scale > 0``), per-attribute temperatures.
 
     ``method``: ``temperature`` (``bias`` 0, ``scale = 1 / T``) or ``platt``;
     ``scale``, ``bias``: float64 ``[n_labels]``; ``attribute_temperatures``:
@@ -202,9 +202,7 @@ def _fit_labels(z: torch.Tensor, y: torch.Tensor, method: str) -> tuple[np.ndarr
     fit = (positives > 0) & (negatives > 0)
     target = (y == 1).double()
     if method == "platt":  # Platt's smoothed targets
-        target = torch.where(
-            y == 1, (positives + 1.0) / (positives + 2.0), 1.0 / (negatives + 2.0)
-        ).double()
+        target = torch.where(y == 1, (positives + 1.0) / (positives + 2.0), 1.0 / (negatives + 2.0)).double()
     z = torch.nan_to_num(z.double())
     log_scale = torch.zeros(n_labels, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(n_labels, dtype=torch.float64, requires_grad=method == "platt")

@@ -146,7 +146,7 @@ def _grid(model: Classifier, features: torch.Tensor) -> torch.Tensor:
 
 
 def _csra(head: CSRAHead, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each position's share of every CSRA logit (its mean over the positions is the logit), and the logits."""
+    """Each position's share of every CSRA logit (their mean is the logit), and the logits."""
     b, c, h, w = grid.shape
     x = grid.reshape(b, c, h * w).float()
     weight = F.normalize(head.weight.float(), dim=-1)

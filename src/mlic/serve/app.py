@@ -92,13 +92,17 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         ] = None,
         explain: Annotated[
             bool,
-            Query(description="Add `maps`: the label map of each decided label and attribute class, "
-                  "as a PNG data URL."),
+            Query(
+                description="Add `maps`: the label map of each decided label and attribute class, "
+                "as a PNG data URL."
+            ),
         ] = False,
         labels: Annotated[
             str | None,
-            Query(max_length=10_000, description="With explain: also map these, comma-separated (labels, "
-                  "attribute=class)."),
+            Query(
+                max_length=10_000,
+                description="With explain: also map these, comma-separated (labels, attribute=class).",
+            ),
         ] = None,
     ) -> JSONResponse:
         """Images as multipart/form-data in `files`; each gets the record `mlic predict` prints.

@@ -198,7 +198,7 @@ def finish(
     trainer: L.Trainer,
     seconds: float,
 ) -> Artifact:
-    """Fit label transfer (where it wins on validation), choose the decision rule, calibrate, write the artifact.
+    """Fit label transfer (where it wins), choose the decision rule, calibrate, write the artifact.
 
     The images go through the batch runner as prediction runs them, so the
     rule is chosen on the probabilities the artifact will give. Validation
@@ -227,7 +227,8 @@ def finish(
     calibration, calibrated = None, None
     if config.calibration != "off":
         on = {"data": "validation", "images": len(val.labels)}
-        calibration = fit_calibration(schema, logits, val.labels, attributes, config.calibration, fitted_on=on)
+        method = config.calibration
+        calibration = fit_calibration(schema, logits, val.labels, attributes, method, fitted_on=on)
         decision = replace(decision, thresholds=calibration.thresholds(decision.thresholds))
         calibrated = {"method": config.calibration, **calibration_summary(
             val.labels, probs.labels, probabilities(schema, logits, calibration).labels)}  # fmt: skip
