@@ -230,17 +230,17 @@ class Predictor:
             batch_maps = batch_maps[:, columns].float().cpu()
             read = [i for i, size in enumerate(decoded) if size is not None]
             logits[[start + i for i in read]] = batch_logits.float().cpu()
-            side = self.artifact.preprocessing.image_size
-            batch_maps = F.interpolate(batch_maps, size=tuple(side), mode="bilinear", align_corners=False)
-            row = iter(batch_maps)
-            for size in decoded:
-                if size is None:
-                    maps.append(None)
-                    continue
-                m = next(row)
-                if tuple(size) != tuple(m.shape[-2:]):
-                    m = F.interpolate(m[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-                maps.append(m.numpy())
+            # The grid covers the (stretched) input, so it is stretched to each image's size at once;
+            # images of one size share one call (small calls wait on each other's threads under load).
+            sizes = [tuple(size) for size in decoded if size is not None]
+            sized: list[np.ndarray | None] = [None] * len(sizes)
+            for size in dict.fromkeys(sizes):
+                rows = [k for k, other in enumerate(sizes) if other == size]
+                grown = F.interpolate(batch_maps[rows], size=size, mode="bilinear", align_corners=False)
+                for k, m in zip(rows, grown.numpy()):
+                    sized[k] = m
+            row = iter(sized)
+            maps += [None if size is None else next(row) for size in decoded]
         probs = probabilities(self.schema, logits, self.calibration)
         decided = np.zeros(probs.labels.shape, dtype=bool)
         ok = np.array([e is None for e in errors], dtype=bool)
