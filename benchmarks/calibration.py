@@ -52,7 +52,8 @@ def measure(artifact: Path, test: str, val: str, fit: str | None, source: dict) 
             calibrate_probabilities(copy, val, fitted, **(source if val != "demo" else {}))
         predictor = Predictor.from_path(copy)
         calibration = predictor.calibration
-        manifest = load_data(test, schema=predictor.schema, split="test", **(source if test != "demo" else {}))
+        options = source if test != "demo" else {}
+        manifest = load_data(test, schema=predictor.schema, split="test", **options)
         outputs = predictor.manifest_outputs(manifest)
         raw = outputs.probabilities(predictor.schema).labels
         calibrated = outputs.probabilities(predictor.schema, calibration).labels
@@ -73,7 +74,7 @@ def measure(artifact: Path, test: str, val: str, fit: str | None, source: dict) 
             "method": calibration.method,
             "fitted_here": fitted is not None,
             "fitted_on": calibration.fitted_on,
-            "scale_range": [round(float(np.min(calibration.scale)), 4), round(float(np.max(calibration.scale)), 4)],
+            "scale_range": [round(float(f(calibration.scale)), 4) for f in (np.min, np.max)],
             "test_images": len(manifest),
         }
     return out
@@ -85,12 +86,13 @@ def main() -> None:
     parser.add_argument("--test", default="demo", help="Held-out data (default: the MultiDigits test split).")
     parser.add_argument("--val", default="demo", help="Validation data for --fit (default: MultiDigits').")
     parser.add_argument("--fit", choices=("temperature", "platt"), help="Fit the calibration on --val first.")
-    parser.add_argument("--images-root", type=Path, help="Where relative image paths of --test / --val resolve.")
+    parser.add_argument("--images-root", type=Path, help="Where relative paths of --test / --val resolve.")
     args = parser.parse_args()
     source = {"images_root": args.images_root} if args.images_root else {}
     started = time.perf_counter()
     figures = measure(args.artifact, args.test, args.val, args.fit, source)
-    figures |= {"artifact": str(args.artifact), "test": args.test, "seconds": round(time.perf_counter() - started, 1)}
+    seconds = round(time.perf_counter() - started, 1)
+    figures |= {"artifact": str(args.artifact), "test": args.test, "seconds": seconds}
     print(json.dumps(figures))
 
 
