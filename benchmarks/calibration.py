@@ -3,11 +3,14 @@
     python benchmarks/calibration.py --artifact runs/demo                       # MultiDigits test split
     python benchmarks/calibration.py --artifact runs/apparel/artifact --test apparel/test_tags.csv
     python benchmarks/calibration.py --artifact runs/demo --fit platt --val demo # fit (again) on validation
+    python benchmarks/calibration.py --artifact runs/apparel --fit temperature --val run --test apparel/test_tags.csv
 
 The artifact is copied into a temporary folder and never changed. With
 ``--fit METHOD`` (or when the artifact has no calibration, ``--fit
 temperature`` by default), the copy's calibration is fitted on ``--val``
-(validation data; ``demo``: the MultiDigits validation split) by
+(validation data; ``demo``: the MultiDigits validation split; ``run``: the
+validation split of the artifact's own training run, rebuilt from its
+``config.json`` as ``mlic train`` made it) by
 ``mlic.evaluation.calibrate_probabilities``, exactly as ``mlic calibrate
 --probabilities`` does; otherwise the artifact's own calibration (fitted on
 validation at the end of ``mlic train``) is measured.
@@ -41,6 +44,16 @@ from mlic.predict import Predictor
 KEYS = ("ece_macro", "ece_micro", "brier_macro", "brier_micro")
 
 
+def run_validation(artifact: Path):
+    """The validation manifest of the training run that made ``artifact`` (its ``config.json``)."""
+    from mlic.training.config import read_run_config
+    from mlic.training.datamodule import load_splits
+    from mlic.training.defaults import resolve
+
+    path = load_artifact(artifact).path
+    return load_splits(resolve(read_run_config(path.parent)))[1]
+
+
 def measure(artifact: Path, test: str, val: str, fit: str | None, source: dict) -> dict:
     """The figures of the module docstring, for a copy of ``artifact`` (see there for ``fit``)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,7 +62,8 @@ def measure(artifact: Path, test: str, val: str, fit: str | None, source: dict) 
         fitted = None
         if fit is not None or load_artifact(copy).calibration is None:
             fitted = fit or "temperature"
-            calibrate_probabilities(copy, val, fitted, **(source if val != "demo" else {}))
+            data = run_validation(artifact) if val == "run" else val
+            calibrate_probabilities(copy, data, fitted, **(source if val not in ("demo", "run") else {}))
         predictor = Predictor.from_path(copy)
         calibration = predictor.calibration
         options = source if test != "demo" else {}

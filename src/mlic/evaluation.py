@@ -133,7 +133,7 @@ def calibrate_probabilities(
 
     ``method``: ``temperature`` or ``platt`` (``mlic.models.calibration``), or
     ``off`` to remove the calibration. ``data`` should be validation data
-    ("demo": the MultiDigits validation split). The map is fitted on the
+    ("demo": the MultiDigits validation split; a ``Manifest`` is used as it is). The map is fitted on the
     uncalibrated logits, whatever the artifact held before, and the decision
     rule's thresholds are re-expressed on the new probabilities, so that every
     decision stays as it was. Returns the ECE and Brier figures on ``data``
@@ -149,7 +149,7 @@ def calibrate_probabilities(
     raw_thresholds = old.thresholds(target.decision.thresholds, inverse=True) if old else target.thresholds
     new = None
     if method != "off":
-        on = {"data": str(data), "images": len(manifest)}
+        on = {"data": manifest.source if isinstance(data, Manifest) else str(data), "images": len(manifest)}
         new = fit_calibration(
             schema, outputs.logits, manifest.labels, manifest.attributes, method, fitted_on=on
         )
@@ -259,8 +259,11 @@ def _predict(predictor: Predictor, data, split: str, demo_samples, seed, source_
 
 
 def _outputs(predictor: Predictor, data, split: str, demo_samples, seed, source_options) -> tuple:
-    manifest = load_data(data, schema=predictor.schema, split=split, demo_samples=demo_samples, seed=seed,
-                         **source_options)  # fmt: skip
+    if isinstance(data, Manifest):  # already read (e.g. a training run's validation split)
+        manifest = data
+    else:
+        manifest = load_data(data, schema=predictor.schema, split=split, demo_samples=demo_samples,
+                             seed=seed, **source_options)  # fmt: skip
     manifest.check_files()
     return manifest, predictor.manifest_outputs(manifest)
 
