@@ -34,11 +34,15 @@ def reference(y: np.ndarray, s: np.ndarray, n_bins: int) -> dict:
             ece.append(float("nan"))
             brier.append(float("nan"))
             continue
-        gap = sum(len(v) * abs(np.mean([t for _, t in v]) - np.mean([p for p, _ in v])) for v in bins.values())
+        gap = sum(
+            len(v) * abs(np.mean([t for _, t in v]) - np.mean([p for p, _ in v])) for v in bins.values()
+        )
         ece.append(gap / n)
         brier.append(sum(squares) / n)
     n = sum(len(v) for v in pooled.values())
-    micro = sum(len(v) * abs(np.mean([t for _, t in v]) - np.mean([p for p, _ in v])) for v in pooled.values())
+    micro = sum(
+        len(v) * abs(np.mean([t for _, t in v]) - np.mean([p for p, _ in v])) for v in pooled.values()
+    )
     positive = [(y[:, j] == 1).any() for j in range(y.shape[1])]
     known = y >= 0
     return {

@@ -132,7 +132,10 @@ def test_json_round_trip_and_refusals():
     bad = [
         ({**data, "method": "isotonic"}, "calibration.method"),
         ({**data, "labels": {"a": {"scale": 1.0, "bias": 0.0}}}, r"calibration.labels.b"),
-        ({**data, "labels": {**data["labels"], "c": {"scale": -1.0, "bias": 0}}}, "labels.c.scale must be pos"),
+        (
+            {**data, "labels": {**data["labels"], "c": {"scale": -1.0, "bias": 0}}},
+            "labels.c.scale must be pos",
+        ),
         ({**data, "attributes": {"size": {"temperature": "1"}}}, "attributes.size.temperature"),
         ([], "calibration must be an object"),
     ]

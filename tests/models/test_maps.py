@@ -18,10 +18,14 @@ def model(head: str = "linear", backbone: str = "mlic_cnn", **options):
 
 
 def images(n: int = 3, side: int = 64) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 3, side, side), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (n, 3, side, side), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
+    )
 
 
-@pytest.mark.parametrize(("head", "method"), [("linear", "cam"), ("csra", "csra"), ("ml-decoder", "attention")])
+@pytest.mark.parametrize(
+    ("head", "method"), [("linear", "cam"), ("csra", "csra"), ("ml-decoder", "attention")]
+)
 def test_one_pass_gives_every_output_and_the_models_logits(head, method):
     m, x = model(head), images()
     with torch.no_grad():
@@ -43,7 +47,9 @@ def test_decoder_attention_is_a_distribution_shared_by_a_group():
     m = model("ml-decoder", num_groups=5)  # 17 outputs: groups of 4
     _, maps, _ = label_maps(m, images())
     torch.testing.assert_close(maps.sum(dim=(2, 3)), torch.ones(3, 17), atol=1e-4, rtol=1e-4)
-    assert (maps >= 0).all() and torch.equal(maps[:, 0], maps[:, 3]) and not torch.equal(maps[:, 0], maps[:, 4])
+    assert (
+        (maps >= 0).all() and torch.equal(maps[:, 0], maps[:, 3]) and not torch.equal(maps[:, 0], maps[:, 4])
+    )
 
 
 def test_grad_cam_on_a_linear_head_equals_cam_less_the_bias():
