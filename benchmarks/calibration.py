@@ -3,7 +3,8 @@
     python benchmarks/calibration.py --artifact runs/demo                       # MultiDigits test split
     python benchmarks/calibration.py --artifact runs/apparel/artifact --test apparel/test_tags.csv
     python benchmarks/calibration.py --artifact runs/demo --fit platt --val demo # fit (again) on validation
-    python benchmarks/calibration.py --artifact runs/apparel --fit temperature --val run --test apparel/test_tags.csv
+    python benchmarks/calibration.py --artifact runs/apparel --fit temperature --val run \
+        --test apparel/test_tags.csv
 
 The artifact is copied into a temporary folder and never changed. With
 ``--fit METHOD`` (or when the artifact has no calibration, ``--fit

@@ -60,7 +60,7 @@ def test_every_output_and_a_file_in_the_way(predictor, files, tmp_path):
 
 
 def test_drawn_overlays_are_images_and_encode_to_png_urls(predictor, files):
-    maps, pictures = drawn(predictor, files[:2], ["dog"])
+    _, pictures = drawn(predictor, files[:2], ["dog"])
     assert pictures[0]["dog"].shape == (40, 30, 3) and pictures[0]["dog"].dtype == np.uint8
     urls = encoded(pictures[0], max_side=16)
     for url in urls.values():

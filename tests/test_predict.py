@@ -302,7 +302,7 @@ def test_explain_skips_or_names_unreadable_files(artifact_dir, image_files, tmp_
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     paths = [image_files[0][0], broken, image_files[0][1]]
-    with pytest.raises(DataError, match="broken.png"):
+    with pytest.raises(DataError, match=r"broken\.png"):
         Predictor.from_path(artifact_dir).explain(paths)
     maps = Predictor.from_path(artifact_dir, bad_images="skip", batch_size=2).explain(paths)
     assert maps.maps[1] is None and "broken.png" in maps.errors[1] and maps.maps[2].shape[0] == 9

@@ -25,7 +25,7 @@ def reference(y: np.ndarray, s: np.ndarray, n_bins: int) -> dict:
             if y[i, j] < 0:
                 continue
             p = float(s[i, j])
-            b = min(int(math.floor(p * n_bins)), n_bins - 1)
+            b = min(math.floor(p * n_bins), n_bins - 1)
             bins.setdefault(b, []).append((p, int(y[i, j] == 1)))
             pooled.setdefault(b, []).append((p, int(y[i, j] == 1)))
             squares.append((p - (y[i, j] == 1)) ** 2)

@@ -55,7 +55,7 @@ def test_decoder_attention_is_a_distribution_shared_by_a_group():
 def test_grad_cam_on_a_linear_head_equals_cam_less_the_bias():
     m, x = model(), images()
     _, cam, _ = label_maps(m, x)
-    logits, grad, used = label_maps(m, x, "grad-cam")
+    _, grad, used = label_maps(m, x, "grad-cam")
     assert used == "grad-cam"
     torch.testing.assert_close(grad, cam - m.head.fc.bias.view(1, -1, 1, 1), atol=1e-4, rtol=1e-4)
 
