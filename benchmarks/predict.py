@@ -3,6 +3,7 @@
     python benchmarks/predict.py                       # 4-8 minutes on two busy cores
     python benchmarks/predict.py --artifact runs/x     # a trained 64 px model instead of random weights
     python benchmarks/predict.py --batch-sizes 1 32    # other batch sizes
+    python benchmarks/predict.py --runtimes torch      # PyTorch only (no ONNX export), maps included
 
 Two models, each saved as an artifact in a temporary folder and exported with
 ``mlic.export.export_onnx`` (the parity check included):
@@ -17,7 +18,11 @@ Both read the same in-memory MultiDigits test canvases (uint8 arrays, 64x64
 grey). For each model, runtime and batch size: ``predictor`` is images/s of
 ``Predictor.predict_proba`` (conversion to tensors, resize, the network,
 sigmoid and softmax), ``network`` the images/s of the network alone on
-already-resized uint8 batches: the part the runtime changes. Each figure is the
+already-resized uint8 batches: the part the runtime changes, and (PyTorch only)
+``maps`` the images/s of ``Predictor.explain`` giving a map of every label and
+attribute class at each image's size (class activation maps: both models have the
+linear head), with ``maps_cost`` = its time over ``predictor``'s (issue 17 asks
+at most 1.3). Each figure is the
 best of ``--repeats`` timed passes after one warm-up batch. Threads: torch's
 default (``torch.get_num_threads()``), ONNX Runtime's default (one per
 physical core). The load average before and after is printed with the figures,
@@ -50,9 +55,10 @@ MODELS = {"mlic_cnn@64": ("mlic_cnn", 64, 256), "resnet18@224": ("resnet18", 224
 """Name -> (timm backbone, input side, images per timed pass)."""
 RUNTIMES = ("torch", "onnx")
 KINDS = ("predictor", "network")
+MAPS = "maps"
 
 
-def make_artifact(folder: Path, backbone: str, side: int, trained: Path | None) -> Path:
+def make_artifact(folder: Path, backbone: str, side: int, trained: Path | None, onnx: bool = True) -> Path:
     """A copy of a trained artifact, or a random-weight one for ``backbone`` at ``side`` px; exported."""
     if trained is not None:
         source = trained / "artifact" if (trained / "artifact" / "mlic.json").is_file() else trained
@@ -61,7 +67,8 @@ def make_artifact(folder: Path, backbone: str, side: int, trained: Path | None) 
         torch.manual_seed(0)
         model = build_classifier(SCHEMA, ModelConfig(backbone=backbone)).eval()
         save_artifact(folder, model, Preprocessing(image_size=(side, side), hflip=False), np.full(10, 0.5))
-    export_onnx(folder)
+    if onnx:
+        export_onnx(folder)
     return folder
 
 
@@ -71,13 +78,15 @@ def seconds(run) -> float:
     return time.perf_counter() - started
 
 
-def measure(artifact: Path, images: list[np.ndarray], batch_size: int, repeats: int) -> dict:
+def measure(
+    artifact: Path, images: list[np.ndarray], batch_size: int, repeats: int, runtimes=RUNTIMES
+) -> dict:
     """``{runtime: {"predictor": images/s, "network": images/s}}`` at one batch size.
 
     The runtimes' passes alternate, and each figure is the best of ``repeats``,
     so that a burst of load from other processes hits both runtimes alike.
     """
-    predictors = {rt: Predictor.from_path(artifact, runtime=rt, batch_size=batch_size) for rt in RUNTIMES}
+    predictors = {rt: Predictor.from_path(artifact, runtime=rt, batch_size=batch_size) for rt in runtimes}
     side = predictors["torch"].artifact.preprocessing.image_size
     batches = [
         torch.randint(0, 256, (min(batch_size, len(images) - i), 3, *side), dtype=torch.uint8)
@@ -97,11 +106,17 @@ def measure(artifact: Path, images: list[np.ndarray], batch_size: int, repeats: 
         predictor.predict_proba(images[:batch_size])  # warm-up: first-call allocations, ORT's graph setup
         passes[rt, "predictor"] = lambda p=predictor: p.predict_proba(images)
         passes[rt, "network"] = network(predictor)
+        if rt == "torch":
+            predictor.explain(images[:batch_size])
+            passes[rt, MAPS] = lambda p=predictor: p.explain(images)
     best = dict.fromkeys(passes, float("inf"))
     for _ in range(repeats):
         for key, run in passes.items():
             best[key] = min(best[key], seconds(run))
-    return {rt: {kind: round(len(images) / best[rt, kind], 1) for kind in KINDS} for rt in RUNTIMES}
+    out = {rt: {kind: round(len(images) / best[rt, kind], 1) for kind in KINDS} for rt in runtimes}
+    out["torch"][MAPS] = round(len(images) / best["torch", MAPS], 1)
+    out["torch"]["maps_cost"] = round(best["torch", MAPS] / best["torch", "predictor"], 3)
+    return out
 
 
 def main() -> None:
@@ -109,7 +124,10 @@ def main() -> None:
     parser.add_argument("--artifact", type=Path, help="A trained 64 px artifact (or run) for mlic_cnn@64.")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
     args = parser.parse_args()
+    if "torch" not in args.runtimes:
+        parser.error("--runtimes must include torch")
 
     load_before = os.getloadavg()
     canvases = list(multidigits("test", max(n for _, _, n in MODELS.values()), seed=0).pixels)
@@ -117,12 +135,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, (backbone, side, n_images) in MODELS.items():
             trained = args.artifact if name == "mlic_cnn@64" else None
-            artifact = make_artifact(Path(tmp) / name, backbone, side, trained)
-            by_batch = {b: measure(artifact, canvases[:n_images], b, args.repeats) for b in args.batch_sizes}
-            figures[name] = {rt: {str(b): by_batch[b][rt] for b in args.batch_sizes} for rt in RUNTIMES}
-            figures[name]["onnx_max_abs_diff"] = json.loads((artifact / "mlic.json").read_text())["exports"][
-                "onnx"
-            ]["max_abs_diff"]
+            onnx = "onnx" in args.runtimes
+            artifact = make_artifact(Path(tmp) / name, backbone, side, trained, onnx)
+            by_batch = {
+                b: measure(artifact, canvases[:n_images], b, args.repeats, args.runtimes)
+                for b in args.batch_sizes
+            }
+            figures[name] = {rt: {str(b): by_batch[b][rt] for b in args.batch_sizes} for rt in args.runtimes}
+            if onnx:
+                record = json.loads((artifact / "mlic.json").read_text())["exports"]["onnx"]
+                figures[name]["onnx_max_abs_diff"] = record["max_abs_diff"]
             figures[name]["weights"] = "trained" if trained else "random"
     print(
         json.dumps(
