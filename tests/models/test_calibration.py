@@ -75,8 +75,18 @@ def test_labels_without_both_classes_and_unknowns_and_unread_rows():
     logits[5] = float("nan")  # an unreadable image
     attr[:] = -1  # no known attribute target: temperature 1
     c = fit_calibration(SCHEMA, logits, y, attr)
-    assert c.scale[1] == 1 and c.bias[1] == 0 and c.attribute_temperatures[0] == 1
-    assert np.isfinite(c.scale).all() and c.scale[2] != 1
+    assert c.attribute_temperatures[0] == 1 and np.isfinite(c.scale).all() and c.scale[2] != 1
+    assert c.scale[1] == pytest.approx(np.sqrt(c.scale[0] * c.scale[2]), rel=0.5)  # the shared temperature
+    p = fit_calibration(SCHEMA, logits, y, attr, "platt")
+    assert p.scale[1] == 1 and p.bias[1] == 0 and np.isfinite(p.scale).all()
+
+
+def test_rare_labels_take_the_shared_temperature():
+    logits, y, attr = sample(n=2000, seed=4)
+    y[:, 1] = 0
+    y[:3, 1] = 1  # three positives: mostly the shared temperature
+    c = fit_calibration(SCHEMA, logits, y, attr)
+    assert abs(np.log(c.scale[1]) - np.log(1 / 3)) < abs(np.log(c.scale[1]) - np.log(1 / MIN_TEMPERATURE))
 
 
 def test_separable_scores_stay_within_bounds():

@@ -80,6 +80,8 @@ def test_grad_cam_runs_inside_inference_mode():
 
 def test_a_backbone_that_does_more_than_average_falls_back_to_grad_cam():
     m = model()
+    assert label_maps(m, images(2))[2] == "cam"  # remembered per model: a changed backbone is checked anew
+    m = model()
     pool = m.backbone.forward_head
     m.backbone.forward_head = lambda f, pre_logits=False: pool(f, pre_logits) * 2  # not the mean any more
     _, _, used = label_maps(m, images(2))

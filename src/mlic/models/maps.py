@@ -93,7 +93,7 @@ def label_maps(
         grid, pooled = _grid(model, features), None
         if method == "cam":
             pooled = model.backbone.forward_head(features, pre_logits=True)
-            if not isinstance(model.head, LinearHead) or not _is_mean(pooled, grid):
+            if not isinstance(model.head, LinearHead) or not _pools_by_mean(model, pooled, grid):
                 return _grad_cam(model, images)
             weight, bias = model.head.fc.weight.float(), model.head.fc.bias.float()
             maps = torch.einsum("kc,bchw->bkhw", weight, grid.float()) + bias.view(1, -1, 1, 1)
@@ -116,6 +116,15 @@ def label_maps(
 def _need(head: object, kind: type, method: str) -> None:
     if not isinstance(head, kind):
         raise ConfigError(f"map method {method!r} needs a {kind.__name__}, not {type(head).__name__}")
+
+
+def _pools_by_mean(model: Classifier, pooled: torch.Tensor, grid: torch.Tensor) -> bool:
+    """Whether the backbone pools by the spatial mean: checked on the first batch, then remembered."""
+    known = getattr(model, "_mlic_pools_by_mean", None)
+    if known is None:
+        known = _is_mean(pooled, grid)
+        model._mlic_pools_by_mean = known
+    return known
 
 
 def _is_mean(pooled: torch.Tensor, grid: torch.Tensor) -> bool:
