@@ -123,3 +123,54 @@ def test_top_k_calibration_drives_predict_and_evaluate(artifact_copy, digit_file
 def test_calibrate_on_data_the_model_cannot_read_is_a_clear_error(artifact_copy):
     with pytest.raises(mlic.ConfigError, match="unknown threshold policy"):
         calibrate(artifact_copy, "demo", "best", demo_samples=20)
+
+
+# -- calibration of the probabilities --------------------------------------------------------------
+def test_evaluate_reports_calibration_against_the_uncalibrated_probabilities(tiny_run):
+    from mlic.metrics import calibration_figures
+
+    figures = mlic.evaluate(tiny_run, "demo", demo_samples=100)
+    cal = figures["calibration"]
+    assert cal["method"] == "temperature" and cal["n_bins"] == 15
+    m = mlic.data.load_data("demo", split="test", demo_samples=100)
+    predictor = mlic.load(tiny_run)
+    outputs = predictor.manifest_outputs(m)
+    want = calibration_figures(m.labels, outputs.probabilities(m.schema, predictor.calibration).labels)
+    raw = calibration_figures(m.labels, outputs.probabilities(m.schema).labels)
+    assert cal["ece_macro"] == pytest.approx(want["ece_macro"]) and cal["brier_micro"] == pytest.approx(
+        want["brier_micro"]
+    )
+    assert cal["uncalibrated"]["ece_micro"] == pytest.approx(raw["ece_micro"])
+    assert figures["per_label"]["digit_3"]["ece"] == pytest.approx(want["ece"][3])
+    assert "ece_macro" in format_report(figures) and "uncalibrated" in format_report(figures)
+
+
+@pytest.mark.parametrize("method", ["platt", "temperature", "off"])
+def test_calibrate_probabilities_keeps_decisions_and_ranking(artifact_copy, method):
+    from mlic.evaluation import calibrate_probabilities
+    from mlic.metrics import mean_average_precision
+
+    m = mlic.data.load_data("demo", split="test", demo_samples=150)
+    before = mlic.load(artifact_copy)
+    p = before.predict_manifest(m)
+    result = calibrate_probabilities(artifact_copy, "demo", method, demo_samples=120)
+    after = mlic.load(artifact_copy)
+    q = after.predict_manifest(m)
+    np.testing.assert_array_equal(before.decide(p), after.decide(q))
+    assert mean_average_precision(m.labels, p.labels) == pytest.approx(
+        mean_average_precision(m.labels, q.labels)
+    )
+    assert result["method"] == method and set(result["before"]) == set(result["after"]) >= {"ece_macro"}
+    artifact = load_artifact(artifact_copy)
+    assert (artifact.calibration is None) == (method == "off")
+    if method != "off":
+        assert artifact.calibration.fitted_on == {"data": "demo", "images": 120}
+        assert result["after"]["ece_micro"] < result["before"]["ece_micro"] or method == "temperature"
+    assert not [f for f in artifact_copy.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_calibrate_probabilities_refuses_an_unknown_method(artifact_copy):
+    from mlic.evaluation import calibrate_probabilities
+
+    with pytest.raises(mlic.ConfigError, match="unknown calibration method 'isotonic'"):
+        calibrate_probabilities(artifact_copy, "demo", "isotonic", demo_samples=20)

@@ -471,3 +471,37 @@ def test_concurrent_requests_get_their_own_answers(live, predictor, digit_files)
         got, want = answer, wanted[answer["path"]]
         assert got["labels"] == want["labels"] and got["attributes"] == want["attributes"]
         assert got["scores"] == pytest.approx(want["scores"], abs=1e-6)  # batch of 1 either way
+
+
+def test_explain_returns_a_png_map_per_decided_label_and_asked_label(client, predictor, digit_files):
+    import base64
+
+    paths = digit_files["paths"][:2]
+    body = client.post(
+        "/predict", params={"explain": "true", "labels": "digit_7"}, files=upload(*paths)
+    ).json()
+    plain = expected(predictor, paths)
+    for record, want in zip(body["predictions"], plain):
+        maps = record.pop("maps")
+        assert record == want  # the rest of the record is unchanged
+        names = list(maps)
+        assert names[: len(want["labels"])] == want["labels"] and "digit_7" in names
+        assert f"largest={want['attributes']['largest']['class']}" in names
+        for url in maps.values():
+            data = base64.b64decode(url.removeprefix("data:image/png;base64,"))
+            with Image.open(io.BytesIO(data)) as im:
+                assert im.format == "PNG" and max(im.size) <= 512
+    assert "maps" not in client.post("/predict", files=upload(paths[0])).json()["predictions"][0]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"labels": "digit_1"}, "labels goes with explain"),
+        ({"explain": "true", "labels": "dgit_1"}, "dgit_1"),
+    ],
+)
+def test_explain_refuses_bad_labels_with_a_422(client, digit_files, params, message):
+    answer = client.post("/predict", params=params, files=upload(digit_files["paths"][0]))
+    assert answer.status_code == 422 and answer.json()["error"] == "invalid_query"
+    assert message in answer.json()["detail"]

@@ -228,3 +228,14 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
     # a resumed run logs to a folder of its own, made at its first write (a run killed before has none)
     last_log = max((killed / "logs").glob("resume-*/metrics.csv"), key=lambda p: int(p.parent.name[7:]))
     assert "val/mAP" in last_log.read_text()
+
+
+def test_training_calibrates_on_validation_and_keeps_its_decisions(tiny_run):
+    import json
+
+    data = json.loads((tiny_run / "artifact" / "mlic.json").read_text())
+    assert data["format_version"] == 2 and data["calibration"]["method"] == "temperature"
+    assert data["calibration"]["fitted_on"]["data"] == "validation"
+    summary = data["training"]["calibration"]
+    assert summary["method"] == "temperature"
+    assert summary["after"]["ece_micro"] <= summary["before"]["ece_micro"] + 1e-6

@@ -90,6 +90,20 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             float | None,
             Query(ge=0.0, le=1.0, allow_inf_nan=False, description="One threshold for all (not with top_k)."),
         ] = None,
+        explain: Annotated[
+            bool,
+            Query(
+                description="Add `maps`: the label map of each decided label and attribute class, "
+                "as a PNG data URL."
+            ),
+        ] = False,
+        labels: Annotated[
+            str | None,
+            Query(
+                max_length=10_000,
+                description="With explain: also map these, comma-separated (labels, attribute=class).",
+            ),
+        ] = None,
     ) -> JSONResponse:
         """Images as multipart/form-data in `files`; each gets the record `mlic predict` prints.
 
@@ -98,8 +112,16 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         """
         if top_k is not None and threshold is not None:
             raise ApiError(422, "invalid_query", "give top_k or threshold, not both")
+        names = [n.strip() for n in (labels or "").split(",") if n.strip()]
+        if names and not explain:
+            raise ApiError(422, "invalid_query", "labels goes with explain=true")
+        try:
+            service.check_labels(names)
+        except MlicError as e:
+            raise ApiError(422, "invalid_query", f"query parameter 'labels': {e}") from None
         uploads = await read_uploads(request, limits.max_upload_bytes, limits.max_files)
-        return JSONResponse(await run_in_threadpool(service.predict, uploads, top_k, threshold))
+        answer = await run_in_threadpool(service.predict, uploads, top_k, threshold, explain, names)
+        return JSONResponse(answer)
 
     @app.get("/schema", response_model=SchemaResponse, summary="Labels, attributes, thresholds, model")
     def schema() -> dict:

@@ -9,6 +9,8 @@ import torch
 
 from mlic.data.images import decode_size
 from mlic.errors import ConfigError
+from mlic.explain import encoded
+from mlic.overlays import overlay
 from mlic.predict import Predictor
 from mlic.serve.uploads import Upload, decode_upload, display_name
 
@@ -16,6 +18,8 @@ DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 DEFAULT_MAX_FILES = 16
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 """50 megapixels (8,660 x 5,773): most camera photos; a PNG of this size decodes to 150 MB of RGB."""
+MAP_SIDE = 512
+"""The longest side of a label map's PNG in a response (``explain=true``)."""
 
 
 @dataclass(frozen=True)
@@ -45,20 +49,49 @@ class Service:
         self.min_side = decode_size(predictor.artifact.preprocessing)
         self.resize = getattr(predictor, "transform", None)
 
-    def predict(self, uploads: list[Upload], top_k: int | None, threshold: float | None) -> dict:
-        """The response of ``POST /predict``: decode, resize, then one ``Predictor.predict`` call."""
+    def predict(
+        self,
+        uploads: list[Upload],
+        top_k: int | None,
+        threshold: float | None,
+        explain: bool = False,
+        labels: list[str] | tuple[str, ...] = (),
+    ) -> dict:
+        """The response of ``POST /predict``: decode, resize, then one ``Predictor.predict`` call.
+
+        With ``explain``, each record also gets ``maps``: ``{name: PNG data URL}``, the label map
+        (``Predictor.explain``) over the decoded image, at most ``MAP_SIDE`` pixels on a side, of each
+        decided label, each attribute's class and each of ``labels``.
+        """
         with self.lock:
-            images = [self._decode(u, i) for i, u in enumerate(uploads)]
+            decoded = [self._decode(u, i) for i, u in enumerate(uploads)]
+            images = [self.resize(im) if self.resize is not None else im for im in decoded]
             records = self.predictor.predict(images, top_k=top_k, threshold=threshold)
+            if explain:
+                self._maps(records, decoded, list(labels))
         for record, upload in zip(records, uploads):
             record["path"] = upload.filename
         return {"predictions": records, "decision": self.decision(top_k, threshold)}
 
     def _decode(self, upload: Upload, i: int) -> torch.Tensor:
-        """Decoded and shrunk to the input size at once (the predictor's own resize is then exact)."""
+        """Decoded at about the input size at once (the predictor's resize to it is then exact)."""
         image = decode_upload(upload, display_name(upload, i), self.limits.max_image_pixels, self.min_side)
         upload.data = bytearray()  # the bytes are no longer needed
-        return self.resize(image) if self.resize is not None else image
+        return image
+
+    def _maps(self, records: list[dict], images: list[torch.Tensor], labels: list[str]) -> None:
+        """Add each record's ``maps`` (see ``predict``)."""
+        maps = self.predictor.explain(images, None, max_side=MAP_SIDE)
+        index = {name: j for j, name in enumerate(maps.names)}
+        for i, record in enumerate(records):
+            names = list(record["labels"]) + [f"{a}={c['class']}" for a, c in record["attributes"].items()]
+            names += [n for n in self.predictor.output_columns(labels)[0] if n not in names]
+            pictures = {n: overlay(maps.images[i], maps.maps[i][index[n]]) for n in names}
+            record["maps"] = encoded(pictures, MAP_SIDE)
+
+    def check_labels(self, labels: list[str]) -> None:
+        """Refuse unknown output names before any upload is read (a ``ConfigError`` naming the first)."""
+        self.predictor.output_columns(labels)
 
     def decision(self, top_k: int | None, threshold: float | None) -> dict:
         """The rule that decided: a query override, or the artifact's own."""

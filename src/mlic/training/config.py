@@ -39,6 +39,9 @@ MAX_IMAGE_PIXELS = 89_478_485
 checks that the two agree)."""
 TRANSFER = ("auto", "off")
 """Values of ``transfer``: label transfer where it adds validation mAP (``training.transfer``), or none."""
+CALIBRATIONS = ("temperature", "platt", "off")
+"""Values of ``calibration``: the probability calibration fitted on validation (``mlic.models.calibration``),
+or none."""
 AUTO_CACHE_SHARE = 0.25
 """The share of available memory that the decoded-image cache may take when ``cache_images`` is None."""
 RESUMABLE = (
@@ -178,6 +181,11 @@ class TrainConfig:
         "auto", "Label transfer from the nearest training images: auto (kept where it adds validation mAP) "
         "or off.", group="model",
     )  # fmt: skip
+    calibration: str = option(
+        "temperature", "Probability calibration fitted on validation after training: temperature (one per "
+        "label and attribute), platt (scale and bias per label) or off; decisions are unchanged.",
+        group="model",
+    )  # fmt: skip
 
     # -- loss ------------------------------------------------------------------------------------------
     loss: str = option("bce", "Label loss: bce, focal, asl, hill or splc.", group="loss")
@@ -247,6 +255,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFER:
             raise ConfigError(f"transfer must be one of {list(TRANSFER)}, got {self.transfer!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"calibration must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")
         if self.backbone_lr_scale is not None and not self.backbone_lr_scale > 0:
             raise ConfigError(f"backbone_lr_scale must be positive, got {self.backbone_lr_scale!r}")
 
