@@ -8,6 +8,7 @@ import functools
 import io
 import json
 import os
+import re
 import socket
 import tempfile
 import warnings
@@ -27,6 +28,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from helpers import MAX_BYTES, MAX_FILES, assert_alive, expected, png_bytes, upload
 from mlic.errors import ConfigError
 from mlic.serve import serve
+from mlic.serve.service import parse_labels
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -160,7 +162,14 @@ def test_schema_health_and_openapi(client, predictor):
     files = post["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["files"]
     assert files["maxItems"] == MAX_FILES and files["items"]["contentMediaType"] == "application/octet-stream"
     assert {"200", "400", "413", "415", "422", "500"} <= set(post["responses"])
-    assert {p["name"] for p in post["parameters"]} == {"top_k", "threshold"}
+    parameters = {p["name"]: p for p in post["parameters"]}
+    assert set(parameters) == {"top_k", "threshold", "explain", "labels"}
+    assert parameters["explain"]["schema"]["type"] == "boolean"
+    labels = parameters["labels"]["schema"]  # what the server reads, down to the names it knows
+    assert labels["type"] == "string" and labels["maxLength"] == 10_000
+    fits = re.compile(labels["pattern"]).fullmatch
+    assert fits("digit_7") and fits(" digit_7 , largest=large,,count") and fits("")
+    assert not fits("dgit_7") and not fits("digit_7;digit_8") and not fits("largest=huge")
     assert {"/predict", "/schema", "/health"} <= set(spec["paths"]) and "/" not in spec["paths"]
     assert client.get("/docs").status_code == 200
 
@@ -176,6 +185,8 @@ IMAGE_TYPES = {
 }
 """The Pillow format and modes of what schemathesis sends for each media type the document names."""
 OPENAPI_EXAMPLES = 1000
+TRUE = ("1", "on", "t", "true", "y", "yes")
+"""What the server reads as true in a boolean query parameter (pydantic's strings, any case)."""
 """Cases of the fuzzing phase per operation (positive and negative together)."""
 OPENAPI_CHECKS = [
     "not_a_server_error", "status_code_conformance", "content_type_conformance",
@@ -231,11 +242,17 @@ def test_the_api_keeps_to_its_openapi_document(case):
     (``IMAGE_TYPES``), so they must be answered 200. A positive case with both
     ``top_k`` and ``threshold`` is exempt from ``positive_data_acceptance``
     alone: OpenAPI cannot say that they exclude each other (their
-    descriptions do), and the API refuses the pair with a 422.
+    descriptions do), and the API refuses the pair with a 422. So is one
+    that names ``labels`` without ``explain=true``, for the same reason.
+    The names ``labels`` may hold are in the document (its ``pattern``).
     """
     response = case.call()
-    both = {"top_k", "threshold"} <= set(case.query or {})
-    case.validate_response(response, excluded_checks=[positive_data_acceptance] if both else None)
+    query = case.query or {}
+    both = {"top_k", "threshold"} <= set(query)
+    explained = str(query.get("explain")).lower() in TRUE  # as the server reads a boolean
+    unexplained = bool(parse_labels(str(query.get("labels") or ""))) and not explained
+    exempt = [positive_data_acceptance] if both or unexplained else None
+    case.validate_response(response, excluded_checks=exempt)
     assert response.status_code < 500
     if response.status_code >= 400:
         assert set(response.json()) == {"error", "detail"}

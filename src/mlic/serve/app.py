@@ -25,6 +25,7 @@ from mlic.serve.service import (
     DEFAULT_MAX_UPLOAD_BYTES,
     Limits,
     Service,
+    parse_labels,
 )
 from mlic.serve.uploads import FIELD, UPLOAD_MEDIA_TYPES, ApiError, read_uploads
 
@@ -67,6 +68,7 @@ def create_app(
 
 def _add_routes(app: FastAPI, service: Service) -> None:
     limits = service.limits
+    labels_pattern = service.labels_pattern()
     # what read_uploads accepts: one or more non-empty parts named FIELD and nothing else, each an image
     part = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
     files = {"type": "array", "items": part, "minItems": 1, "maxItems": limits.max_files}
@@ -97,13 +99,13 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                 "as a PNG data URL."
             ),
         ] = False,
-        labels: Annotated[
-            str | None,
-            Query(
-                max_length=10_000,
-                description="With explain: also map these, comma-separated (labels, attribute=class).",
-            ),
-        ] = None,
+        labels: str = Query(  # a default, not Annotated: its pattern is this app's, not the module's
+            "",
+            max_length=10_000,
+            description="With explain=true only: also map these, comma-separated (labels, "
+            "attribute=class, or an attribute for all its classes).",
+            json_schema_extra={"pattern": labels_pattern},  # documented; checked below, naming the name
+        ),
     ) -> JSONResponse:
         """Images as multipart/form-data in `files`; each gets the record `mlic predict` prints.
 
@@ -112,7 +114,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         """
         if top_k is not None and threshold is not None:
             raise ApiError(422, "invalid_query", "give top_k or threshold, not both")
-        names = [n.strip() for n in (labels or "").split(",") if n.strip()]
+        names = parse_labels(labels)
         if names and not explain:
             raise ApiError(422, "invalid_query", "labels goes with explain=true")
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import asdict, dataclass
 
@@ -10,6 +11,7 @@ import torch
 from mlic.data.images import decode_size
 from mlic.errors import ConfigError
 from mlic.explain import encoded
+from mlic.models.maps import output_names
 from mlic.overlays import overlay
 from mlic.predict import Predictor
 from mlic.serve.uploads import Upload, decode_upload, display_name
@@ -93,6 +95,23 @@ class Service:
         """Refuse unknown output names before any upload is read (a ``ConfigError`` naming the first)."""
         self.predictor.output_columns(labels)
 
+    def labels_pattern(self) -> str:
+        """What the ``labels`` query accepts, as a regular expression for the OpenAPI document.
+
+        Comma-separated names that ``check_labels`` knows (labels, ``attribute=class``, attribute
+        names), each with whitespace around it, empty entries allowed: exactly what
+        :func:`parse_labels` reads into known names. Only regex syntax characters are escaped, so
+        the pattern reads the same in ECMA-262 (OpenAPI's dialect) and Python, but for a few rare
+        characters that one of them counts as whitespace (``\\s``) and the other not. A name with a comma,
+        or with whitespace at either end, cannot be asked for this way and is left out.
+        """
+        schema = self.predictor.schema
+        names = [n for n in dict.fromkeys([*output_names(schema), *schema.attribute_names])
+                 if n and "," not in n and n == n.strip()]  # fmt: skip
+        name = "|".join(re.sub(r"[\\^$.|?*+()\[\]{}]", r"\\\g<0>", n) for n in names)
+        item = rf"\s*(?:(?:{name})\s*)?"
+        return rf"^{item}(?:,{item})*$"
+
     def decision(self, top_k: int | None, threshold: float | None) -> dict:
         """The rule that decided: a query override, or the artifact's own."""
         if top_k is not None:
@@ -116,3 +135,8 @@ class Service:
             "training": training,
             "limits": asdict(self.limits),
         }
+
+
+def parse_labels(query: str) -> list[str]:
+    """The names of a ``labels`` query: comma-separated, whitespace around each dropped, empties skipped."""
+    return [n.strip() for n in query.split(",") if n.strip()]
