@@ -14,7 +14,8 @@ validation split of the artifact's own training run, rebuilt from its
 ``config.json`` as ``mlic train`` made it) by
 ``mlic.evaluation.calibrate_probabilities``, exactly as ``mlic calibrate
 --probabilities`` does; otherwise the artifact's own calibration (fitted on
-validation at the end of ``mlic train``) is measured.
+validation at the end of ``mlic train --calibration temperature|platt``, off by
+default, or by ``mlic calibrate --probabilities``) is measured.
 
 The test images go through the network once; the same logits give the
 uncalibrated probabilities (decided by the thresholds before calibration) and

@@ -126,14 +126,21 @@ def test_calibrate_on_data_the_model_cannot_read_is_a_clear_error(artifact_copy)
 
 
 # -- calibration of the probabilities --------------------------------------------------------------
-def test_evaluate_reports_calibration_against_the_uncalibrated_probabilities(tiny_run):
+def test_evaluate_reports_calibration_against_the_uncalibrated_probabilities(artifact_copy):
+    from mlic.evaluation import calibrate_probabilities
     from mlic.metrics import calibration_figures
 
-    figures = mlic.evaluate(tiny_run, "demo", demo_samples=100)
+    plain = mlic.evaluate(artifact_copy, "demo", demo_samples=100)["calibration"]  # trained without
+    assert plain["method"] is None and "uncalibrated" not in plain and plain["ece_macro"] is not None
+    calibrate_probabilities(artifact_copy, "demo", "temperature", demo_samples=100)
+    figures = mlic.evaluate(artifact_copy, "demo", demo_samples=100)
     cal = figures["calibration"]
     assert cal["method"] == "temperature" and cal["n_bins"] == 15
+    assert cal["uncalibrated"] == {
+        k: plain[k] for k in ("ece_macro", "ece_micro", "brier_macro", "brier_micro")
+    }
     m = mlic.data.load_data("demo", split="test", demo_samples=100)
-    predictor = mlic.load(tiny_run)
+    predictor = mlic.load(artifact_copy)
     outputs = predictor.manifest_outputs(m)
     want = calibration_figures(m.labels, outputs.probabilities(m.schema, predictor.calibration).labels)
     raw = calibration_figures(m.labels, outputs.probabilities(m.schema).labels)

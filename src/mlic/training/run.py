@@ -210,10 +210,12 @@ def finish(
     The images go through the batch runner as prediction runs them, so the
     rule is chosen on the probabilities the artifact will give. Validation
     scores for the decision rule come from a bank of the training images only;
-    the validation images join the bank afterwards. The probability
-    calibration (``config.calibration``) is fitted on the same validation
-    logits, and the rule's thresholds re-expressed on the calibrated
-    probabilities, so that it decides as before.
+    the validation images join the bank afterwards. With ``config.calibration``
+    (off by default), the probability calibration is fitted on the same
+    validation logits, the rule's thresholds re-expressed on the calibrated
+    probabilities, so that they decide as before, and the top-k balance chosen
+    on the calibrated probabilities that top-k will rank. Without it the
+    artifact stays format version 1.
     """
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
     schema = model.schema
