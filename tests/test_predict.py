@@ -318,6 +318,28 @@ def test_explain_shown_lists_decisions_then_classes_then_extras(predictor, image
     assert shown[-1] == "fish" or "fish" in decided
 
 
+def test_explain_maps_with_the_float32_classifier_under_bf16_and_onnx(exported, monkeypatch):
+    """bf16 wraps the classifier (explain takes it out), ONNX has none (explain loads the weights)."""
+    pytest.importorskip("onnxruntime")
+    from mlic.inference import precision
+    from mlic.inference.torch_runtime import Bfloat16Network
+    from mlic.models import Classifier
+
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)  # bf16 on any CPU (emulated)
+    images = arrays(3, seed=5)
+    want = Predictor.from_path(exported["linear"]).explain(images)
+    bf16 = Predictor.from_path(exported["linear"], precision="bf16")
+    onnx = Predictor.from_path(exported["linear"], runtime="onnx")
+    assert isinstance(bf16.model, Bfloat16Network) and bf16.torch_model() is bf16.model.model
+    assert not isinstance(onnx.model, Classifier) and isinstance(onnx.torch_model(), Classifier)
+    assert onnx.torch_model() is onnx.torch_model()  # loaded once
+    for got in (bf16.explain(images), onnx.explain(images)):
+        assert got.names == want.names and got.method == want.method == "cam"
+        for a, b in zip(got.maps, want.maps):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got.probabilities.labels, want.probabilities.labels, atol=1e-5)
+
+
 def test_calibrated_artifact_predicts_calibrated_probabilities_with_the_same_decisions(
     make_artifact, tmp_path
 ):
