@@ -19,6 +19,7 @@ from mlic.artifact import (
     CONFIG_FILE,
     FORMAT,
     FORMAT_VERSION,
+    UNCALIBRATED_FORMAT_VERSION,
     WEIGHTS_FILE,
     load_artifact,
 )
@@ -70,8 +71,9 @@ def images(seed: int = 1) -> torch.Tensor:
 def test_save_writes_weights_and_description(artifact_dir):
     assert sorted(p.name for p in artifact_dir.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
     data = json.loads((artifact_dir / CONFIG_FILE).read_text())
-    assert data["format"] == FORMAT and data["format_version"] == FORMAT_VERSION
+    assert data["format"] == FORMAT and data["format_version"] == UNCALIBRATED_FORMAT_VERSION == 1
     assert data["thresholds"] == {"cat": 0.25, "dog": 0.5, "bird": 0.8125}
+    assert "calibration" not in data
     assert data["weights"]["file"] == WEIGHTS_FILE
     assert len(data["weights"]["sha256"]) == 64
 
@@ -413,3 +415,50 @@ def test_loading_and_predicting_never_unpickle(tiny_run, digit_files, monkeypatc
 
     records = load(tiny_run).predict(digit_files["paths"][:2])
     assert len(records) == 2 and all("labels" in r for r in records)
+
+
+# -- calibration -----------------------------------------------------------------------------------
+def calibrated(artifact_dir: Path):
+    from mlic.models.calibration import Calibration
+
+    artifact = load_artifact(artifact_dir)
+    artifact.calibration = Calibration(
+        "platt", np.array([0.5, 1.5, 1.0]), np.array([0.25, -0.5, 0.0]), np.array([2.0]), {"data": "val"}
+    )
+    artifact.save_config()
+    return artifact
+
+
+def test_a_calibrated_artifact_is_format_2_and_round_trips(artifact_dir):
+    saved = calibrated(artifact_dir)
+    data = json.loads((artifact_dir / CONFIG_FILE).read_text())
+    assert data["format_version"] == FORMAT_VERSION == 2
+    assert data["calibration"]["labels"]["dog"] == {"scale": 1.5, "bias": -0.5}
+    assert data["calibration"]["attributes"] == {"size": {"temperature": 2.0}}
+    back = load_artifact(artifact_dir).calibration
+    np.testing.assert_array_equal(back.scale, saved.calibration.scale)
+    np.testing.assert_array_equal(back.bias, saved.calibration.bias)
+    assert back.method == "platt" and back.fitted_on == {"data": "val"}
+    back_again = load_artifact(artifact_dir)
+    back_again.calibration = None
+    back_again.save_config()
+    data = json.loads((artifact_dir / CONFIG_FILE).read_text())
+    assert data["format_version"] == 1 and "calibration" not in data
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c.update(method="isotonic"), "calibration.method"),
+        (lambda c: c["labels"].pop("bird"), "calibration.labels.bird"),
+        (lambda c: c["labels"]["cat"].update(scale=0), "calibration.labels.cat.scale must be positive"),
+        (
+            lambda c: c["attributes"]["size"].update(temperature=None),
+            "calibration.attributes.size.temperature",
+        ),
+    ],
+)
+def test_a_damaged_calibration_is_refused_naming_the_field(artifact_dir, change, message):
+    calibrated(artifact_dir)
+    path = edit_config(artifact_dir, lambda d: change(d["calibration"]))
+    assert_artifact_error(path, message, arg=artifact_dir)

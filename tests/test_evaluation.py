@@ -123,3 +123,79 @@ def test_top_k_calibration_drives_predict_and_evaluate(artifact_copy, digit_file
 def test_calibrate_on_data_the_model_cannot_read_is_a_clear_error(artifact_copy):
     with pytest.raises(mlic.ConfigError, match="unknown threshold policy"):
         calibrate(artifact_copy, "demo", "best", demo_samples=20)
+
+
+# -- calibration of the probabilities --------------------------------------------------------------
+def test_evaluate_reports_calibration_against_the_uncalibrated_probabilities(artifact_copy):
+    from mlic.evaluation import calibrate_probabilities
+    from mlic.metrics import calibration_figures
+
+    plain = mlic.evaluate(artifact_copy, "demo", demo_samples=100)["calibration"]  # trained without
+    assert plain["method"] is None and "uncalibrated" not in plain and plain["ece_macro"] is not None
+    calibrate_probabilities(artifact_copy, "demo", "temperature", demo_samples=100)
+    figures = mlic.evaluate(artifact_copy, "demo", demo_samples=100)
+    cal = figures["calibration"]
+    assert cal["method"] == "temperature" and cal["n_bins"] == 15
+    assert cal["uncalibrated"] == {
+        k: plain[k] for k in ("ece_macro", "ece_micro", "brier_macro", "brier_micro")
+    }
+    m = mlic.data.load_data("demo", split="test", demo_samples=100)
+    predictor = mlic.load(artifact_copy)
+    outputs = predictor.manifest_outputs(m)
+    want = calibration_figures(m.labels, outputs.probabilities(m.schema, predictor.calibration).labels)
+    raw = calibration_figures(m.labels, outputs.probabilities(m.schema).labels)
+    assert cal["ece_macro"] == pytest.approx(want["ece_macro"]) and cal["brier_micro"] == pytest.approx(
+        want["brier_micro"]
+    )
+    assert cal["uncalibrated"]["ece_micro"] == pytest.approx(raw["ece_micro"])
+    assert figures["per_label"]["digit_3"]["ece"] == pytest.approx(want["ece"][3])
+    assert "ece_macro" in format_report(figures) and "uncalibrated" in format_report(figures)
+
+
+def assert_ranking_kept(y_true: np.ndarray, before: np.ndarray, after: np.ndarray) -> None:
+    """Per label: ``after`` never orders two images the other way round from ``before``, and where it
+    keeps ``before``'s ties exactly (no pair newly tied or untied), the label's AP is unchanged.
+
+    The calibration map is increasing, but the probabilities are float32: a scale below 1 (a
+    temperature up to 20) can squeeze logits that differed into one float32 probability, and a
+    scale above 1 can push confident ones to 1.0 together (or pull tied ones apart). Such ties
+    are all that can move AP, by a positive tied with a negative; on the tiny model Platt's scale
+    of digit_0 reached its bound of 0.05 and tied two of 150 test images, moving mAP by 0.00009.
+    """
+    for j in range(y_true.shape[1]):
+        order = np.lexsort((after[:, j], before[:, j]))  # by the old scores, their ties by the new
+        old, new = before[order, j], after[order, j]
+        assert (np.diff(new) >= 0).all(), f"label {j}: calibration reversed a pair"
+        if np.array_equal(np.diff(old) == 0, np.diff(new) == 0):
+            known = y_true[:, j] >= 0
+            if y_true[known, j].any():
+                ap = [average_precision_score(y_true[known, j], s[known, j]) for s in (before, after)]
+                assert ap[1] == pytest.approx(ap[0], abs=1e-12), f"label {j}: AP moved without a new tie"
+
+
+@pytest.mark.parametrize("method", ["platt", "temperature", "off"])
+def test_calibrate_probabilities_keeps_decisions_and_ranking(artifact_copy, method):
+    from mlic.evaluation import calibrate_probabilities
+
+    m = mlic.data.load_data("demo", split="test", demo_samples=150)
+    before = mlic.load(artifact_copy)
+    p = before.predict_manifest(m)
+    result = calibrate_probabilities(artifact_copy, "demo", method, demo_samples=120)
+    after = mlic.load(artifact_copy)
+    q = after.predict_manifest(m)
+    np.testing.assert_array_equal(before.decide(p), after.decide(q))
+    assert_ranking_kept(m.labels, p.labels, q.labels)
+    assert result["method"] == method and set(result["before"]) == set(result["after"]) >= {"ece_macro"}
+    artifact = load_artifact(artifact_copy)
+    assert (artifact.calibration is None) == (method == "off")
+    if method != "off":
+        assert artifact.calibration.fitted_on == {"data": "demo", "images": 120}
+        assert result["after"]["ece_micro"] < result["before"]["ece_micro"] or method == "temperature"
+    assert not [f for f in artifact_copy.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_calibrate_probabilities_refuses_an_unknown_method(artifact_copy):
+    from mlic.evaluation import calibrate_probabilities
+
+    with pytest.raises(mlic.ConfigError, match="unknown calibration method 'isotonic'"):
+        calibrate_probabilities(artifact_copy, "demo", "isotonic", demo_samples=20)

@@ -265,3 +265,100 @@ def test_mlic_load(artifact_dir, image_files, which):
 def test_mlic_load_of_a_non_artifact(tmp_path):
     with pytest.raises(mlic.ArtifactError):
         mlic.load(tmp_path)
+
+
+# -- explain ---------------------------------------------------------------------------------------
+def test_explain_maps_every_output_at_each_images_size(predictor, image_files):
+    paths, pixels = image_files
+    maps = predictor.explain(paths)
+    assert maps.names == [*SCHEMA.labels, "size=s", "size=m", "size=l", "indoor=no", "indoor=yes"]
+    assert maps.method == "cam" and maps.errors == [None] * len(paths)
+    for m, image, a in zip(maps.maps, maps.images, pixels):
+        assert m.shape == (9, *a.shape[:2]) and m.dtype == np.float32 and image.shape == (*a.shape[:2], 3)
+    probs = predictor.predict_proba(paths)
+    np.testing.assert_allclose(maps.probabilities.labels, probs.labels, atol=1e-5)
+    np.testing.assert_array_equal(maps.decided, predictor.decide(probs))
+
+
+def test_explain_chosen_outputs_input_resolution_and_a_size_cap(predictor, image_files):
+    paths, _ = image_files
+    every = predictor.explain(paths[:2], resolution="input")
+    some = predictor.explain(paths[:2], ["dog", "size", "indoor=yes"], resolution="input")
+    assert some.names == ["dog", "size=s", "size=m", "size=l", "indoor=yes"]
+    np.testing.assert_allclose(some.maps[0], every.maps[0][[1, 4, 5, 6, 8]], atol=1e-6)
+    assert every.maps[1].shape == (9, 32, 32)
+    big = predictor.explain([np.zeros((100, 300, 3), np.uint8)], ["cat"], max_side=60)
+    assert big.maps[0].shape == (1, 20, 60) and big.images[0].shape == (20, 60, 3)
+
+
+def test_explain_names_unknown_labels_and_bad_options(predictor):
+    with pytest.raises(ConfigError, match="unknown label 'dgo'; did you mean 'dog'"):
+        predictor.explain([np.zeros((8, 8), np.uint8)], ["dgo"])
+    with pytest.raises(ConfigError, match="resolution must be"):
+        predictor.explain([np.zeros((8, 8), np.uint8)], resolution="screen")
+
+
+def test_explain_skips_or_names_unreadable_files(artifact_dir, image_files, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    paths = [image_files[0][0], broken, image_files[0][1]]
+    with pytest.raises(DataError, match=r"broken\.png"):
+        Predictor.from_path(artifact_dir).explain(paths)
+    maps = Predictor.from_path(artifact_dir, bad_images="skip", batch_size=2).explain(paths)
+    assert maps.maps[1] is None and "broken.png" in maps.errors[1] and maps.maps[2].shape[0] == 9
+    assert np.isnan(maps.probabilities.labels[1]).all() and not maps.decided[1].any()
+
+
+def test_explain_shown_lists_decisions_then_classes_then_extras(predictor, image_files):
+    maps = predictor.explain(image_files[0][:1])
+    shown = maps.shown(0, SCHEMA, ["fish"])
+    decided = [SCHEMA.labels[j] for j in np.flatnonzero(maps.decided[0])]
+    assert shown[: len(decided)] == decided and "cat" in decided and "dog" not in shown
+    assert shown[len(decided)].startswith("size=") and shown[len(decided) + 1].startswith("indoor=")
+    assert shown[-1] == "fish" or "fish" in decided
+
+
+def test_explain_maps_with_the_float32_classifier_under_bf16_and_onnx(exported, monkeypatch):
+    """bf16 wraps the classifier (explain takes it out), ONNX has none (explain loads the weights)."""
+    pytest.importorskip("onnxruntime")
+    from mlic.inference import precision
+    from mlic.inference.torch_runtime import Bfloat16Network
+    from mlic.models import Classifier
+
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)  # bf16 on any CPU (emulated)
+    images = arrays(3, seed=5)
+    want = Predictor.from_path(exported["linear"]).explain(images)
+    bf16 = Predictor.from_path(exported["linear"], precision="bf16")
+    onnx = Predictor.from_path(exported["linear"], runtime="onnx")
+    assert isinstance(bf16.model, Bfloat16Network) and bf16.torch_model() is bf16.model.model
+    assert not isinstance(onnx.model, Classifier) and isinstance(onnx.torch_model(), Classifier)
+    assert onnx.torch_model() is onnx.torch_model()  # loaded once
+    for got in (bf16.explain(images), onnx.explain(images)):
+        assert got.names == want.names and got.method == want.method == "cam"
+        for a, b in zip(got.maps, want.maps):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got.probabilities.labels, want.probabilities.labels, atol=1e-5)
+
+
+def test_calibrated_artifact_predicts_calibrated_probabilities_with_the_same_decisions(
+    make_artifact, tmp_path
+):
+    from mlic.artifact import load_artifact
+    from mlic.models.calibration import Calibration
+
+    made = make_artifact(SCHEMA, decision=THRESHOLDS, tweak=lambda m: m.head.fc.weight.mul_(20),
+                         path=tmp_path / "artifact")  # fmt: skip
+    images = arrays(5, seed=4)
+    before = Predictor.from_path(made.path)
+    artifact = load_artifact(made.path)
+    calibration = Calibration("platt", np.array([0.5, 2.0, 1.0, 0.7]), np.array([0.3, -1, 0, 0.2]),
+                              np.array([2.0, 0.5]), {})  # fmt: skip
+    artifact.calibration = calibration
+    artifact.decision.thresholds = calibration.thresholds(artifact.decision.thresholds)
+    artifact.save_config()
+    after = Predictor.from_path(made.path)
+    p, q = before.predict_proba(images), after.predict_proba(images)
+    assert not np.allclose(p.labels, q.labels)
+    np.testing.assert_array_equal(before.decide(p), after.decide(q))
+    assert all((a.argmax(1) == b.argmax(1)).all() for a, b in zip(p.attributes, q.attributes))
+    assert [r["labels"] for r in before.predict(images)] == [r["labels"] for r in after.predict(images)]

@@ -162,3 +162,23 @@ def test_parity_failures_name_each_limit_crossed():
     assert failures[0].startswith("label decisions agree on 99.00%")
     assert failures[1].startswith("attribute classes agree on 98.00%")
     assert failures[2].startswith("mAP 0.8900 against 0.9000 float32")
+
+
+def test_parity_of_a_calibrated_artifact_is_measured_on_its_calibrated_probabilities(
+    exported_run, tmp_path, monkeypatch
+):
+    """Its thresholds are on the calibrated probabilities, so the decisions compared must be made on those."""
+    import mlic.quantize
+    from mlic.evaluation import calibrate_probabilities
+
+    folder = shutil.copytree(exported_run, tmp_path / "artifact")
+    calibrate_probabilities(folder, "demo", "platt", demo_samples=64)
+    seen = []
+    measure = mlic.quantize.measure_parity
+    monkeypatch.setattr(mlic.quantize, "measure_parity", lambda *args: seen.append(args) or measure(*args))
+    quantize_onnx(folder, "demo", limits=LOOSE, demo_samples=48, images=16)
+    ((reference, _, manifest, _),) = seen
+    fp32 = Predictor.from_path(folder, runtime="onnx").predict_manifest(manifest)  # calibrated, as predicted
+    np.testing.assert_allclose(reference.labels, fp32.labels, atol=1e-6)
+    raw = Predictor.from_path(exported_run, runtime="onnx").predict_manifest(manifest)
+    assert not np.allclose(reference.labels, raw.labels, atol=1e-3)

@@ -152,7 +152,16 @@ def test_writes_an_offline_page_with_every_section(report):
     assert path.name == "index.html" and path.is_file()
     page = check_offline(path)
     ids = {a.get("id") for _, a in page.tags}
-    assert {"summary", "labels", "curves", "frequency", "attributes", "worst", "no-positives"} <= ids
+    assert {
+        "summary",
+        "labels",
+        "curves",
+        "frequency",
+        "calibration",
+        "attributes",
+        "worst",
+        "no-positives",
+    } <= ids
     srcs = [a["src"] for a in page.all("img")]
     assert len([s for s in srcs if "worst_" in s]) == 10
     for name in (
@@ -162,6 +171,7 @@ def test_writes_an_offline_page_with_every_section(report):
         "cooccurrence",
         "attribute_0",
         "attribute_1",
+        "reliability",
     ):
         assert f"img/{name}.png" in srcs
     assert len(page.all("script")) == 1
@@ -271,7 +281,8 @@ def test_ten_thousand_labels_stay_small_and_fast(tmp_path):
     assert len(page.rows) == n_labels
     assert elapsed < 30, f"{elapsed:.1f} s"
     assert path.stat().st_size < 4_000_000
-    assert len(list((tmp_path / "r" / "img").iterdir())) == 4 + 8  # curves, frequency, heatmap, thumbnails
+    # curves, frequency, heatmap, reliability, thumbnails
+    assert len(list((tmp_path / "r" / "img").iterdir())) == 5 + 8
 
 
 def test_page_in_headless_chromium(report, tmp_path, chromium):
@@ -322,3 +333,29 @@ def test_report_links_an_audit(tmp_path):
     assert 'id="audit"' in text
     with pytest.raises(ConfigError, match="not a finished audit"):
         write_report(tmp_path / "report2", **args, audit=tmp_path / "nothing")
+
+
+def test_worst_images_show_their_label_maps_and_calibration_compares_two_curves(tmp_path):
+    from types import SimpleNamespace
+
+    kw = inputs(DIGITS, n=30, seed=2)
+    names = [*DIGITS.labels, "count=1", "count=2", "count=3", "count=4", "size=small", "size=large"]
+    asked = []
+
+    def explain(rows):
+        asked.extend(rows)
+        rng = np.random.default_rng(0)
+        maps = [rng.normal(size=(len(names), 24, 40)).astype(np.float32) for _ in rows]
+        images = [kw["images"].pixels[i] for i in rows]
+        return SimpleNamespace(names=names, maps=maps, images=images, method="cam")
+
+    raw = np.clip(kw["label_score"] ** 2, 0, 1)
+    path = write_report(tmp_path / "r", max_worst=4, explain=explain, uncalibrated_score=raw, **kw)
+    page = check_offline(path)
+    maps = [a["src"] for a in page.all("img") if "map_" in a["src"]]
+    assert len(asked) == 4 and 4 <= len(maps) <= 4 * 4
+    assert all((tmp_path / "r" / src).is_file() for src in maps)
+    text = path.read_text()
+    assert "uncalibrated" in text and "label maps of up to 4" in text
+    with pytest.raises(DataError, match="uncalibrated_score"):
+        write_report(tmp_path / "x", uncalibrated_score=raw[:, :3], **kw)

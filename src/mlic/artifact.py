@@ -9,6 +9,12 @@ artifacts and nothing else. Loading never unpickles anything.
 In memory the decision rule is one ``Decision`` (``Artifact.decision``); the
 file keeps the layout of format version 1, so artifacts written before and
 after this layout read both ways.
+
+An artifact whose probabilities are calibrated (``mlic.models.calibration``)
+keeps the map under ``calibration`` and is written as format version 2, so
+that an mlic too old to apply it refuses the artifact instead of reading its
+re-expressed thresholds against uncalibrated probabilities; without
+calibration it is written as version 1, as before.
 """
 
 from __future__ import annotations
@@ -25,11 +31,15 @@ from mlic.data.images import RESIZES, Preprocessing
 from mlic.errors import ArtifactError, ConfigError
 from mlic.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from mlic.models import Classifier, ModelConfig, build_classifier
+from mlic.models.calibration import Calibration
 from mlic.schema import LabelSchema
 from mlic.thresholds import POLICIES, Decision
 
 FORMAT = "mlic-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest format this mlic reads (and writes, for a calibrated artifact)."""
+UNCALIBRATED_FORMAT_VERSION = 1
+"""The format of an artifact without calibration: what mlic wrote before calibration existed."""
 CONFIG_FILE = "mlic.json"
 WEIGHTS_FILE = "model.safetensors"
 MAX_INPUT_SIDE = 8192
@@ -51,6 +61,9 @@ class Artifact:
     weights_sha256: str = ""
     exports: dict = field(default_factory=dict)
     """Exported copies of the model by format (``{"onnx": {"file", "sha256", ...}}``; see ``mlic.export``)."""
+    calibration: Calibration | None = None
+    """The map of logits that calibrates the probabilities (None: uncalibrated); the thresholds of
+    ``decision`` are on the calibrated probabilities."""
 
     @property
     def thresholds(self) -> np.ndarray:
@@ -83,7 +96,7 @@ class Artifact:
     def to_dict(self) -> dict:
         data = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.calibration else UNCALIBRATED_FORMAT_VERSION,
             "schema": self.schema.to_dict(),
             "model": self.model.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
@@ -96,6 +109,8 @@ class Artifact:
             data["label_priors"] = dict(zip(self.schema.labels, map(float, self.decision.priors)))
         if self.exports:  # absent when empty, so an artifact without exports reads as before
             data["exports"] = self.exports
+        if self.calibration is not None:
+            data["calibration"] = self.calibration.to_dict(self.schema)
         return data
 
     def save_config(self) -> None:
@@ -110,10 +125,12 @@ def save_artifact(
     decision: Decision | np.ndarray,
     *,
     training: dict | None = None,
+    calibration: Calibration | None = None,
 ) -> Artifact:
     """Write weights, then ``mlic.json`` (which names their checksum), each atomically.
 
-    ``decision`` is a :class:`Decision`, or per-label thresholds (policy per-label).
+    ``decision`` is a :class:`Decision`, or per-label thresholds (policy per-label); with
+    ``calibration``, its thresholds are on the calibrated probabilities.
     """
     if not isinstance(decision, Decision):
         decision = Decision("per-label", np.asarray(decision, dtype=np.float64))
@@ -130,6 +147,7 @@ def save_artifact(
         decision,
         training or {},
         sha256_file(path / WEIGHTS_FILE),
+        calibration=calibration,
     )
     artifact.save_config()
     return artifact
@@ -174,6 +192,7 @@ def load_artifact(path: str | Path) -> Artifact:
             _mapping(data.get("training", {}), "training"),
             _text(_mapping(data.get("weights", {}), "weights").get("sha256", ""), "weights.sha256"),
             _exports(data.get("exports")),
+            None if data.get("calibration") is None else Calibration.from_dict(data["calibration"], schema),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ArtifactError(f"{config_file}: missing or malformed field ({e!r})") from None

@@ -2,6 +2,10 @@
 
 Figures that depend on a decision are given at the artifact's thresholds and,
 under ``"at_0.5"``, at 0.5, so the gain from calibrated thresholds is visible.
+The calibration of the probabilities is measured under ``"calibration"``
+(expected calibration error and Brier score, ``mlic.metrics.calibration``),
+with the same figures of the uncalibrated probabilities when the artifact is
+calibrated. :func:`calibrate_probabilities` fits that calibration.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import numpy as np
 
 from mlic.data.formats import load_data
 from mlic.data.manifest import Manifest
-from mlic.metrics import evaluate_arrays
+from mlic.errors import ConfigError
+from mlic.metrics import calibration_figures, evaluate_arrays
+from mlic.models.calibration import METHODS, fit_calibration
 from mlic.models.outputs import Probabilities
 from mlic.predict import Predictor, load
 from mlic.quantize import LIMITS, measure_parity
@@ -51,16 +57,20 @@ def evaluate(
     Returns a JSON-serialisable dict: ``mAP``, ``micro_f1``, ``macro_f1``,
     ``micro_precision``, ``micro_recall``, ``hamming_loss``,
     ``subset_accuracy``, ``attributes`` ({name: {"accuracy", "support"}}),
-    ``per_label``, ``at_0.5`` and a description of what was evaluated.
-    ``audit``: an ``mlic audit`` folder of the data, linked from the report.
-    Decisions follow the artifact's rule (its thresholds, or top-k). With
-    ``report``, also writes an HTML report into that folder. ``runtime`` and
-    ``precision`` pick the network (as ``Predictor``'s; a given ``Predictor``
-    keeps its own); below float32, ``parity`` also runs float32 on the same
-    images and adds ``parity``: how many decisions agree, and both mAPs.
+    ``per_label``, ``at_0.5``, ``calibration`` (see :func:`probability_figures`)
+    and a description of what was evaluated. ``audit``: an ``mlic audit``
+    folder of the data, linked from the report. Decisions follow the
+    artifact's rule (its thresholds, or top-k). With ``report``, also writes
+    an HTML report into that folder, with the label maps of the
+    worst-predicted images. ``runtime`` and ``precision`` pick the network
+    (as ``Predictor``'s; a given ``Predictor`` keeps its own); below float32,
+    ``parity`` also runs float32 on the same images and adds ``parity``: how
+    many decisions agree, and both mAPs.
     """
     predictor = _predictor(artifact, batch_size, num_workers, runtime=runtime, precision=precision)
-    manifest, probs = _predict(predictor, data, "test", demo_samples, seed, source_options)
+    manifest, outputs = _outputs(predictor, data, "test", demo_samples, seed, source_options)
+    probs = outputs.probabilities(manifest.schema, predictor.calibration)
+    raw = outputs.probabilities(manifest.schema) if predictor.calibration is not None else None
     figures = decision_figures(manifest, probs, predictor.artifact.decision)
     at_half = decision_figures(manifest, probs, Decision("fixed", np.full(manifest.schema.n_labels, 0.5)))
     figures["at_0.5"] = {k: at_half[k] for k in THRESHOLDED}
@@ -72,15 +82,110 @@ def evaluate(
     figures["runtime"] = {"runtime": predictor.runtime, "precision": predictor.precision}
     if parity and predictor.precision != "fp32":
         figures["parity"] = _parity(predictor, manifest, probs)
+    figures["calibration"] = probability_figures(manifest, probs, raw, predictor)
+    for name, row in zip(manifest.schema.labels, figures["calibration"].pop("per_label")):
+        figures["per_label"][name].update(row)
     if report is not None:
         from mlic.report import write_report
 
+        explain = lambda rows: predictor.explain([manifest_image(manifest, i) for i in rows])  # noqa: E731
         figures["report"] = str(write_report(
             report, figures=figures, schema=manifest.schema, label_true=manifest.labels,
             label_score=probs.labels, attr_true=manifest.attributes, attr_probs=probs.attributes,
-            thresholds=predictor.artifact.thresholds, images=manifest, audit=audit,
+            thresholds=predictor.artifact.thresholds, images=manifest, audit=audit, explain=explain,
+            uncalibrated_score=None if raw is None else raw.labels,
         ))  # fmt: skip
     return figures
+
+
+def manifest_image(manifest: Manifest, i: int):
+    """Image ``i`` of a manifest as ``Predictor`` takes it: its pixels when held in memory, else its file."""
+    return manifest.pixels[i] if manifest.pixels is not None else manifest.paths[i]
+
+
+def probability_figures(
+    manifest: Manifest, probs: Probabilities, raw: Probabilities | None, predictor: Predictor
+) -> dict:
+    """How well calibrated the label probabilities are (``mlic.metrics.calibration_figures``).
+
+    ``ece_macro``, ``ece_micro``, ``brier_macro``, ``brier_micro``, ``n_bins``,
+    ``method`` (the artifact's calibration, None if uncalibrated), with
+    ``uncalibrated`` holding the same four figures of ``raw`` (the probabilities
+    before calibration) when given; ``per_label``: each label's ``ece`` and ``brier``.
+    """
+    calibration = predictor.calibration
+    out: dict = {"method": None if calibration is None else calibration.method}
+    if not manifest.schema.n_labels:
+        return out | {"per_label": []}
+    keys = ("ece_macro", "ece_micro", "brier_macro", "brier_micro")
+    f = calibration_figures(manifest.labels, probs.labels)
+    out |= {k: _number(f[k]) for k in keys} | {"n_bins": len(f["bins"]["count"])}
+    if raw is not None:
+        g = calibration_figures(manifest.labels, raw.labels)
+        out["uncalibrated"] = {k: _number(g[k]) for k in keys}
+    out["per_label"] = [{"ece": _number(e), "brier": _number(b)} for e, b in zip(f["ece"], f["brier"])]
+    return out
+
+
+def _number(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def calibrate_probabilities(
+    artifact: str | Path | Predictor,
+    data: str | Path = "demo",
+    method: str = "temperature",
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    demo_samples: int | None = None,
+    seed: int = 0,
+    **source_options: object,
+) -> dict:
+    """Fit the artifact's probability calibration on ``data`` and rewrite its ``mlic.json`` atomically.
+
+    ``method``: ``temperature`` or ``platt`` (``mlic.models.calibration``), or
+    ``off`` to remove the calibration. ``data`` should be validation data
+    ("demo": the MultiDigits validation split; a ``Manifest`` is used as it is). The map is fitted on the
+    uncalibrated logits, whatever the artifact held before, and the decision
+    rule's thresholds are re-expressed on the new probabilities, so that every
+    decision stays as it was. Returns the ECE and Brier figures on ``data``
+    before and after.
+    """
+    if method not in (*METHODS, "off"):
+        raise ConfigError(f"unknown calibration method {method!r}; expected one of {[*METHODS, 'off']}")
+    predictor = _predictor(artifact, batch_size, num_workers)
+    manifest, outputs = _outputs(predictor, data, "val", demo_samples, seed, source_options)
+    target, schema = predictor.artifact, manifest.schema
+    old = target.calibration
+    before = outputs.probabilities(schema, old)
+    raw_thresholds = old.thresholds(target.decision.thresholds, inverse=True) if old else target.thresholds
+    new = None
+    if method != "off":
+        on = {"data": manifest.source if isinstance(data, Manifest) else str(data), "images": len(manifest)}
+        new = fit_calibration(
+            schema, outputs.logits, manifest.labels, manifest.attributes, method, fitted_on=on
+        )
+    thresholds = new.thresholds(raw_thresholds) if new else raw_thresholds
+    target.decision = replace(target.decision, thresholds=thresholds)
+    target.calibration = new
+    target.save_config()
+    after = outputs.probabilities(schema, new)
+    figures = {}
+    for when, probs in (("before", before), ("after", after)):
+        f = calibration_figures(manifest.labels, probs.labels) if schema.n_labels else {}
+        figures[when] = {k: _number(f[k]) for k in ("ece_macro", "ece_micro", "brier_macro", "brier_micro")
+                         if k in f}  # fmt: skip
+    return {
+        "artifact": str(target.path),
+        "data": str(data),
+        "n_samples": len(manifest),
+        "method": method,
+        "before": figures["before"],
+        "after": figures["after"],
+        "calibration": None if new is None else new.to_dict(schema),
+        "thresholds": dict(zip(schema.labels, map(float, thresholds))),
+    }
 
 
 def calibrate(
@@ -175,10 +280,18 @@ def _parity(predictor: Predictor, manifest: Manifest, probs: Probabilities) -> d
 
 
 def _predict(predictor: Predictor, data, split: str, demo_samples, seed, source_options) -> tuple:
-    manifest = load_data(data, schema=predictor.schema, split=split, demo_samples=demo_samples, seed=seed,
-                         **source_options)  # fmt: skip
+    manifest, outputs = _outputs(predictor, data, split, demo_samples, seed, source_options)
+    return manifest, outputs.probabilities(manifest.schema, predictor.calibration)
+
+
+def _outputs(predictor: Predictor, data, split: str, demo_samples, seed, source_options) -> tuple:
+    if isinstance(data, Manifest):  # already read (e.g. a training run's validation split)
+        manifest = data
+    else:
+        manifest = load_data(data, schema=predictor.schema, split=split, demo_samples=demo_samples,
+                             seed=seed, **source_options)  # fmt: skip
     manifest.check_files()
-    return manifest, predictor.predict_manifest(manifest)
+    return manifest, predictor.manifest_outputs(manifest)
 
 
 def format_report(figures: dict, max_labels: int = 30) -> str:
@@ -202,6 +315,14 @@ def format_report(figures: dict, max_labels: int = 30) -> str:
         lines.append(f"{key:<22}{_fmt(figures[key]):>12}{_fmt(figures['at_0.5'][key]):>10}")
     lines += ["", f"{'ranking metric':<22}{'value':>12}"]
     lines += [f"{key:<22}{_fmt(figures.get(key)):>12}" for key in RANKING]
+    cal = figures.get("calibration") or {}
+    if cal.get("ece_macro") is not None or cal.get("ece_micro") is not None:
+        raw = cal.get("uncalibrated")
+        lines += ["", f"{'calibration':<22}{'value':>12}" + (f"{'uncalibrated':>14}" if raw else "")]
+        for key in ("ece_macro", "ece_micro", "brier_macro", "brier_micro"):
+            lines.append(f"{key:<22}{_fmt(cal.get(key)):>12}" + (f"{_fmt(raw.get(key)):>14}" if raw else ""))
+        method = cal.get("method") or "uncalibrated"
+        lines.append(f"(probabilities: {method}; ECE over {cal.get('n_bins')} bins)")
     if figures["attributes"]:
         lines += ["", f"{'attribute':<22}{'accuracy':>12}{'macro_f1':>10}{'support':>10}"]
         for name, a in figures["attributes"].items():

@@ -12,7 +12,8 @@ format serves predict, evaluate and serve:
 - output ``logits``: float32 ``[batch, n_labels + sum(classes per attribute)]``,
   the schema's layout. Probabilities and decisions stay outside the graph
   (sigmoid per label, softmax per attribute slice, thresholds from ``mlic.json``)
-  so that calibrating thresholds never makes the export stale. The schema and the
+  so that calibrating thresholds never makes the export stale; the probability
+  calibration (``mlic.json``'s ``calibration``) is applied outside the graph too. The schema and the
   preprocessing are also in the file's metadata (``mlic.schema``,
   ``mlic.preprocessing``) for users outside mlic.
 

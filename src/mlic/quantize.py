@@ -268,14 +268,19 @@ def _prepare(source: Path, prepared: Path) -> None:
 def _parity(
     artifact: Artifact, loader: _Loader, reference: bytes, quantized: bytes, manifest: Manifest
 ) -> Parity:
-    """Both models over ``manifest``'s images, compared under the artifact's decision rule."""
+    """Both models over ``manifest``'s images, compared under the artifact's decision rule.
+
+    The probabilities are the artifact's calibrated ones where it has a calibration, as predict gives
+    them: its thresholds are on those.
+    """
     cpu = ["CPUExecutionProvider"]
     ref = loader.run(OnnxNetwork(reference, cpu, "model.onnx"), manifest)
     var = loader.run(OnnxNetwork(quantized, cpu, "the int8 model"), manifest)
-    schema = artifact.schema
+    schema, calibration = artifact.schema, artifact.calibration
     return measure_parity(
-        ref.probabilities(schema), var.probabilities(schema), manifest, artifact.decision.decide
-    )
+        ref.probabilities(schema, calibration), var.probabilities(schema, calibration), manifest,
+        artifact.decision.decide,
+    )  # fmt: skip
 
 
 def _record(artifact: Artifact, data: bytes, reference: bytes, parity: Parity, limits: Limits, *,

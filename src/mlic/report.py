@@ -11,7 +11,14 @@ is trained on: binary cross-entropy summed over the image's known labels plus th
 cross-entropy of each known attribute (probabilities clipped to [1e-6, 1 - 1e-6]).
 A summed loss ranks confident mistakes above hesitant ones, and many mistakes
 above one. With 10,000 labels the table has 10,000 rows, but only a fixed number
-of curves and heatmap cells is drawn.
+of curves and heatmap cells is drawn. Given an ``explain`` function
+(``Predictor.explain``), each worst image also shows the label maps of its
+mistakes and decisions (``mlic.models.maps``), mistakes first.
+
+**Calibration** shows the reliability diagram of the label probabilities
+(every known label entry pooled into equal-width bins; the uncalibrated
+probabilities beside them when given), the expected calibration error and
+Brier score, and the labels with the largest ECE (``mlic.metrics.calibration``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import html
 import io
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +37,8 @@ from PIL import Image, ImageOps
 from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError, DataError
 from mlic.fileio import atomic_write_bytes, atomic_write_text
-from mlic.metrics import check_inputs, label_counts, multilabel_scores
+from mlic.metrics import calibration_figures, check_inputs, label_counts, multilabel_scores
+from mlic.overlays import overlay
 from mlic.schema import LabelSchema
 
 N_CURVES = 6  # labels per panel of the best / worst PR and F1 curves
@@ -37,6 +46,8 @@ MIN_SUPPORT = 5  # positives a label needs to be ranked best / worst (when some 
 N_TOP = 30  # most frequent labels in the frequency bars and the co-occurrence heatmap
 THUMB = 256  # longest side of the worst-image thumbnails, px
 MAX_CHIPS = 8  # labels listed per row of a worst-image card; the rest are counted
+MAX_MAPS = 4  # label maps drawn per worst-image card
+N_WORST_ECE = 10  # labels listed by ECE in the calibration section
 EPS = 1e-6
 SUMMARY = "mAP micro_f1 macro_f1 micro_precision micro_recall macro_precision macro_recall hamming_loss"
 SUMMARY = (*SUMMARY.split(), "subset_accuracy")
@@ -58,6 +69,8 @@ def write_report(
     title: str = "mlic evaluation",
     max_worst: int = 24,
     audit: str | Path | None = None,
+    explain: Callable[[Sequence[int]], Any] | None = None,
+    uncalibrated_score: np.ndarray | None = None,
 ) -> Path:
     """Write an offline HTML report of an evaluation to ``directory/index.html``; return its path.
 
@@ -68,9 +81,13 @@ def write_report(
     one [N, classes] array per attribute, ``thresholds`` float [L] or a scalar; the
     arrays of a part the schema lacks may be None. ``images`` is the evaluated
     manifest, row for row (files or in-memory pixels); thumbnails of the ``max_worst``
-    worst-predicted images are copied into the report. The folder is created; a
-    file in its place raises ``ConfigError``, inputs that do not fit ``DataError``.
+    worst-predicted images are copied into the report. ``explain``: a function from
+    row indices to their label maps (``Predictor.explain``'s ``LabelMaps``), to draw
+    the maps of the worst images; ``uncalibrated_score``: the label probabilities
+    before calibration, float [N, L], drawn beside them in the reliability diagram.
     ``audit``: the folder of an ``mlic audit`` of the data, linked with its counts.
+    The folder is created; a file in its place raises ``ConfigError``, inputs that
+    do not fit ``DataError``.
     """
     out = Path(directory)
     if out.exists() and not out.is_dir():
@@ -100,11 +117,12 @@ def write_report(
             ("labels", "Per-label figures", _label_table(d)),
             ("curves", "Curves of the best and worst labels", _curves(d)),
             ("frequency", "Label frequency and co-occurrence", _label_stats(d)),
+            ("calibration", "Calibration of the probabilities", _calibration(d, uncalibrated_score)),
         ]
     if schema.n_attributes:
         sections.append(("attributes", "Attributes", _attributes(d)))
     if max_worst > 0 and n:
-        sections.append(("worst", "Worst-predicted images", _worst(d, images, max_worst)))
+        sections.append(("worst", "Worst-predicted images", _worst(d, images, max_worst, explain)))
     if audit is not None:
         sections.append(("audit", "Label audit", _audit(Path(audit), out)))
     path = out / "index.html"
@@ -266,6 +284,55 @@ def _label_stats(d: dict) -> str:
     return "".join(parts)
 
 
+def _calibration(d: dict, uncalibrated: np.ndarray | None) -> str:
+    """Reliability diagram (pooled label entries), ECE and Brier, and the labels with the largest ECE."""
+    y, labels = d["y_true"], d["schema"].labels
+    if not (y >= 0).any():
+        return "<p>No known label target: nothing to calibrate against.</p>"
+    curves = [
+        ("calibrated" if uncalibrated is not None else "probabilities", calibration_figures(y, d["y_score"]))
+    ]
+    if uncalibrated is not None:
+        raw = check_inputs(y_score=uncalibrated)["y_score"]
+        if raw.shape != y.shape:
+            raise DataError(f"uncalibrated_score is {raw.shape}; expected {y.shape} like label_score")
+        curves.append(("uncalibrated", calibration_figures(y, raw)))
+    fig = Figure(figsize=(10, 4.4), layout="constrained")
+    ax, bars = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax.plot([0, 1], [0, 1], color="0.6", ls=":", label="perfect calibration")
+    for k, (name, f) in enumerate(curves):
+        b = f["bins"]
+        used = b["count"] > 0
+        mean_score = b["score_sum"][used] / b["count"][used]
+        share = b["positives"][used] / b["count"][used]
+        ax.plot(mean_score, share, "o-", color=f"C{k}", label=f"{name} (ECE {f['ece_micro']:.3f})")
+        centres = (b["edges"][:-1] + b["edges"][1:]) / 2
+        width = (b["edges"][1] - b["edges"][0]) / len(curves)
+        bars.bar(centres + (k - (len(curves) - 1) / 2) * width, b["count"], width, color=f"C{k}", label=name)
+    _axes(ax, "Reliability: share of positives against mean probability", "mean probability in the bin",
+          "share of positives", unit=True)  # fmt: skip
+    bars.set_yscale("log")
+    _axes(bars, "Label entries per bin", "probability", "entries (log scale)")
+    keys = ("ece_macro", "ece_micro", "brier_macro", "brier_micro")
+    head = ["figure", *(name for name, _ in curves)]
+    rows = [f"<tr><td>{k}</td>{''.join(f'<td>{_fmt(f[k])}</td>' for _, f in curves)}</tr>" for k in keys]
+    ece = curves[0][1]["ece"]
+    worst = [int(j) for j in np.argsort(-np.nan_to_num(ece, nan=-1.0))[:N_WORST_ECE] if not np.isnan(ece[j])]
+    worst_rows = [f"<tr><td>{esc(labels[j])}</td><td>{_fmt(ece[j])}</td><td>{_fmt(curves[0][1]['brier'][j])}"
+                  f"</td><td>{int(d['per']['support'][j])}</td></tr>" for j in worst]  # fmt: skip
+    n_bins = len(curves[0][1]["bins"]["count"])
+    return (
+        f"<p>Every known label entry, pooled into {n_bins} equal-width bins of probability: on a calibrated "
+        "model the dots lie on the diagonal (of the images scored about 0.8, 80% have the label). ECE: the "
+        "bins' gaps weighted by their entries, per label (macro: mean over labels with a positive) or pooled "
+        "(micro); Brier: mean squared difference of probability and truth. Lower is better.</p>"
+        + _img(_save(fig, d, "reliability.png"), "reliability diagram")
+        + _table(head, rows)
+        + f"<p>The {len(worst)} labels with the largest ECE:</p>"
+        + _table(["label", "ECE", "Brier", "support"], worst_rows)
+    )
+
+
 def _attributes(d: dict) -> str:
     scores, rows, parts = d["figures"].get("attributes") or {}, [], []
     for j, a in enumerate(d["schema"].attributes):
@@ -285,20 +352,30 @@ def _attributes(d: dict) -> str:
     return f'{table}{note}<div class="cms">{"".join(parts)}</div>'
 
 
-def _worst(d: dict, images: Manifest, max_worst: int) -> str:
+def _worst(d: dict, images: Manifest, max_worst: int, explain: Callable | None) -> str:
     loss = _image_loss(d)
-    cards = [_card(d, images, rank, int(i), loss[i]) for rank, i in enumerate(np.argsort(-loss)[:max_worst])]
+    rows = [int(i) for i in np.argsort(-loss)[:max_worst]]
+    outputs = d["schema"].n_labels + d["schema"].n_attributes
+    maps = explain(rows) if explain is not None and rows and outputs else None
+    cards = [_card(d, images, rank, i, loss[i], maps, rank) for rank, i in enumerate(rows)]
     return (
         f"<p>The {len(cards)} images with the highest loss: BCE summed over known labels plus the "
         "cross-entropy of each known attribute. Numbers are scores, attributes read true → predicted; "
         '<span class="chip ok">right</span> <span class="chip fn">FN missed / wrong class</span> '
-        '<span class="chip fp">FP false alarm</span> <span class="chip unk">? truth unknown</span></p>'
-        f'<div class="grid">{"".join(cards)}</div>'
+        '<span class="chip fp">FP false alarm</span> <span class="chip unk">? truth unknown</span>'
+        + (
+            f". Under each image, the label maps of up to {MAX_MAPS} of its labels, mistakes first "
+            f"({esc(maps.method)}; warm colours: where the evidence for the label lies)"
+            if maps
+            else ""
+        )
+        + f'</p><div class="grid">{"".join(cards)}</div>'
     )
 
 
-def _card(d: dict, images: Manifest, rank: int, i: int, loss: float) -> str:
-    """One worst image: thumbnail (copied into the report), true and predicted labels, attributes."""
+def _card(d: dict, images: Manifest, rank: int, i: int, loss: float, maps: Any = None, row: int = 0) -> str:
+    """One worst image: thumbnail (copied into the report), true and predicted labels, attributes, and with
+    ``maps`` (of the worst images, ``row`` this one's) the label maps of its mistakes and decisions."""
     labels, y, s, pred = d["schema"].labels, d["y_true"][i], d["y_score"][i], d["pred"][i]
     thumb, name = _thumbnail(images, i), str(images.paths[i])
     img = '<div class="noimg">image not readable</div>'
@@ -319,11 +396,35 @@ def _card(d: dict, images: Manifest, rank: int, i: int, loss: float) -> str:
         chip = f"{truth} → {esc(a.classes[q])} <small>{p[q]:.2f}</small>"
         rows.append((esc(a.name), f'<span class="chip {cls}">{chip}</span>'))
     lines = "".join(f'<div class="row"><span class="k">{k}</span><span>{v}</span></div>' for k, v in rows)
+    if maps is not None and maps.maps[row] is not None:
+        order = [labels[j] for j, c in sorted(true + said, key=lambda x: (x[1] == "ok", -s[x[0]]))]
+        img += _maps(d, maps, row, rank, list(dict.fromkeys(order)))
     return (
         f'<figure class="item">{img}<figcaption><div class="name" title="{esc(name)}">#{rank + 1} '
         f'{esc(name[-60:])}</div><div class="loss">loss {loss:.3f} · {wrong} wrong decision(s)'
         f"</div>{lines}</figcaption></figure>"
     )
+
+
+def _maps(d: dict, maps: Any, row: int, rank: int, names: list[str]) -> str:
+    """Small overlays of the first :data:`MAX_MAPS` of ``names`` on image ``row`` of ``maps``."""
+    index = {name: j for j, name in enumerate(maps.names)}
+    parts = []
+    for k, name in enumerate(n for n in names if n in index):
+        if k == MAX_MAPS:
+            break
+        pixels = overlay(maps.images[row], maps.maps[row][index[name]])
+        im = Image.fromarray(pixels)
+        scale = min(1.0, 128 / max(im.size)) if max(im.size) > 128 else 128 / max(im.size)
+        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+        im = im.resize(size, Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        file = f"img/map_{rank:03d}_{k}.png"
+        _write(d["out"] / file, buf.getvalue())
+        parts.append(f'<figure class="map">{_img(file, f"map of {name}", "", im.size)}'
+                     f"<figcaption>{esc(name)}</figcaption></figure>")  # fmt: skip
+    return f'<div class="maps">{"".join(parts)}</div>' if parts else ""
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -488,7 +589,10 @@ img.cm{max-width:min(100%,560px);height:auto}.chip small{opacity:.75}
 .chip{display:inline-block;padding:0 7px;margin:2px 3px 0 0;border-radius:10px;font-size:12px;
 border:1px solid}
 .ok{background:#dafbe1;border-color:#4ac26b}.fn{background:#ffebe9;border-color:#ff8182}
-.fp{background:#fff1e5;border-color:#fb8f44}.unk{background:#f6f8fa;border-color:#d0d7de}"""
+.fp{background:#fff1e5;border-color:#fb8f44}.unk{background:#f6f8fa;border-color:#d0d7de}
+.maps{display:grid;grid-template-columns:repeat(4,1fr);gap:4px;margin-top:6px}.map{margin:0}
+.map figcaption{font-size:11px;color:var(--muted);overflow:hidden;text-overflow:ellipsis;
+white-space:nowrap}"""
 
 JS = """for (const table of document.querySelectorAll("table.sortable")) {
   const heads = table.querySelectorAll("th"), body = table.tBodies[0];

@@ -24,7 +24,7 @@ def bench():
     sys.modules.pop("predict_benchmark", None)
 
 
-def test_every_variant_is_measured_with_its_ratio_limit_and_parity(bench, tmp_path, monkeypatch):
+def test_every_variant_is_measured_with_its_ratio_limit_parity_and_map_cost(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)  # measure every variant on any CPU
     monkeypatch.setattr(precision, "cpu_supports_int8", lambda: True)
     artifact = bench.make_artifact(tmp_path / "a", "mlic_cnn", 32, None)
@@ -32,6 +32,8 @@ def test_every_variant_is_measured_with_its_ratio_limit_and_parity(bench, tmp_pa
     figures = {"4": bench.measure(artifact, images, 4, repeats=1)}
     by_variant = {v: {b: f[v] for b, f in figures.items()} for v in bench.VARIANTS}
     assert all(f["predictor"] > 0 and f["network"] > 0 for v in by_variant.values() for f in v.values())
+    maps = figures["4"][bench.MAPS]  # label maps, timed against the same variant's prediction
+    assert maps["maps"] > 0 and maps["maps_cost"] == pytest.approx(maps["predictor"] / maps["maps"], rel=0.05)
     ratios = bench.ratios(by_variant)
     assert ratios["onnx fp32"] == {"4": 1.0} and set(ratios) == set(bench.VARIANTS)
     peak = {"fp32": 1e11, "bf16": 2e11, "int8": 4e11}

@@ -41,3 +41,16 @@ def test_evaluate_writes_a_report_that_references_only_its_own_files(tiny_run, t
 
     sources = re.findall(r'<img[^>]+src="([^"]+)"', page)
     assert sources and all((tmp_path / "report" / s).is_file() for s in sources)
+
+
+def test_calibrate_probabilities_from_the_command_line(tiny_run, tmp_path):
+    import shutil
+
+    artifact = shutil.copytree(tiny_run / "artifact", tmp_path / "artifact")
+    out = invoke("calibrate", artifact, "demo", "--probabilities", "--method", "platt")
+    assert "probabilities platt" in out and "decisions unchanged" in out and "ece_macro" in out
+    result = json.loads(invoke("calibrate", artifact, "--probabilities", "--method", "off", "--json"))
+    assert result["method"] == "off" and result["calibration"] is None
+    assert "unknown calibration method" in invoke(
+        "calibrate", artifact, "--probabilities", "--method", "x", code=2
+    )

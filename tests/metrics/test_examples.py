@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.mark.parametrize("module", ["attributes", "classification", "ranking", "summary"])
+@pytest.mark.parametrize("module", ["attributes", "calibration", "classification", "ranking", "summary"])
 def test_docstring_examples(module):
     import doctest
     import importlib

@@ -8,6 +8,7 @@ import functools
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from helpers import MAX_BYTES, MAX_FILES, assert_alive, assert_records_match, ex
 from mlic.errors import ConfigError
 from mlic.serve import Batching, create_app, serve
 from mlic.serve.app import CONFIG_VARIABLE, app_from_environment
+from mlic.serve.service import parse_labels
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -168,7 +170,14 @@ def test_schema_health_and_openapi(client, predictor):
     files = post["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["files"]
     assert files["maxItems"] == MAX_FILES and files["items"]["contentMediaType"] == "application/octet-stream"
     assert {"200", "400", "413", "415", "422", "500"} <= set(post["responses"])
-    assert {p["name"] for p in post["parameters"]} == {"top_k", "threshold"}
+    parameters = {p["name"]: p for p in post["parameters"]}
+    assert set(parameters) == {"top_k", "threshold", "explain", "labels"}
+    assert parameters["explain"]["schema"]["type"] == "boolean"
+    labels = parameters["labels"]["schema"]  # what the server reads, down to the names it knows
+    assert labels["type"] == "string" and labels["maxLength"] == 10_000
+    fits = re.compile(labels["pattern"]).fullmatch
+    assert fits("digit_7") and fits(" digit_7 , largest=large,,count") and fits("")
+    assert not fits("dgit_7") and not fits("digit_7;digit_8") and not fits("largest=huge")
     assert {"/predict", "/schema", "/health"} <= set(spec["paths"]) and "/" not in spec["paths"]
     assert client.get("/docs").status_code == 200
 
@@ -184,6 +193,8 @@ IMAGE_TYPES = {
 }
 """The Pillow format and modes of what schemathesis sends for each media type the document names."""
 OPENAPI_EXAMPLES = 1000
+TRUE = ("1", "on", "t", "true", "y", "yes")
+"""What the server reads as true in a boolean query parameter (pydantic's strings, any case)."""
 """Cases of the fuzzing phase per operation (positive and negative together)."""
 OPENAPI_CHECKS = [
     "not_a_server_error", "status_code_conformance", "content_type_conformance",
@@ -239,11 +250,17 @@ def test_the_api_keeps_to_its_openapi_document(case):
     (``IMAGE_TYPES``), so they must be answered 200. A positive case with both
     ``top_k`` and ``threshold`` is exempt from ``positive_data_acceptance``
     alone: OpenAPI cannot say that they exclude each other (their
-    descriptions do), and the API refuses the pair with a 422.
+    descriptions do), and the API refuses the pair with a 422. So is one
+    that names ``labels`` without ``explain=true``, for the same reason.
+    The names ``labels`` may hold are in the document (its ``pattern``).
     """
     response = case.call()
-    both = {"top_k", "threshold"} <= set(case.query or {})
-    case.validate_response(response, excluded_checks=[positive_data_acceptance] if both else None)
+    query = case.query or {}
+    both = {"top_k", "threshold"} <= set(query)
+    explained = str(query.get("explain")).lower() in TRUE  # as the server reads a boolean
+    unexplained = bool(parse_labels(str(query.get("labels") or ""))) and not explained
+    exempt = [positive_data_acceptance] if both or unexplained else None
+    case.validate_response(response, excluded_checks=exempt)
     assert response.status_code < 500
     if response.status_code >= 400:
         assert set(response.json()) == {"error", "detail"}
@@ -591,3 +608,37 @@ def test_concurrent_requests_get_their_own_answers(live, predictor, digit_files)
         answers = list(pool.map(post, paths * 3))
     for answer in answers:  # batched with others or not: the same up to float rounding
         assert_records_match([answer], [wanted[answer["path"]]])
+
+
+def test_explain_returns_a_png_map_per_decided_label_and_asked_label(client, predictor, digit_files):
+    import base64
+
+    paths = digit_files["paths"][:2]
+    body = client.post(
+        "/predict", params={"explain": "true", "labels": "digit_7"}, files=upload(*paths)
+    ).json()
+    plain = expected(predictor, paths)
+    for record, want in zip(body["predictions"], plain):
+        maps = record.pop("maps")
+        assert record == want  # the rest of the record is unchanged
+        names = list(maps)
+        assert names[: len(want["labels"])] == want["labels"] and "digit_7" in names
+        assert f"largest={want['attributes']['largest']['class']}" in names
+        for url in maps.values():
+            data = base64.b64decode(url.removeprefix("data:image/png;base64,"))
+            with Image.open(io.BytesIO(data)) as im:
+                assert im.format == "PNG" and max(im.size) <= 512
+    assert "maps" not in client.post("/predict", files=upload(paths[0])).json()["predictions"][0]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"labels": "digit_1"}, "labels goes with explain"),
+        ({"explain": "true", "labels": "dgit_1"}, "dgit_1"),
+    ],
+)
+def test_explain_refuses_bad_labels_with_a_422(client, digit_files, params, message):
+    answer = client.post("/predict", params=params, files=upload(digit_files["paths"][0]))
+    assert answer.status_code == 422 and answer.json()["error"] == "invalid_query"
+    assert message in answer.json()["detail"]

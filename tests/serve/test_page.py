@@ -112,3 +112,29 @@ def test_the_page_is_three_package_files_put_together():
     css, js = (static / "page.css").read_text(), (static / "page.js").read_text()
     assert css.strip() in PAGE and js.strip() in PAGE and build_page() == PAGE
     assert PAGE.count("<style>") == 1 and PAGE.count("<script>") == 1
+
+
+def test_clicking_a_label_shows_its_map(live, digit_files, tmp_path, chromium):
+    """A click on a label's bar fetches its map once and shows it over the image; a second click undoes it."""
+    requests, errors = [], []
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live}/", wait_until="load")
+    page.wait_for_selector("#meta:has-text('10 labels')")
+    page.set_input_files("#file", str(digit_files["paths"][0]))
+    page.wait_for_selector("#results[data-done='1']")
+    page.click(".bar-row[data-label='digit_4']")
+    page.wait_for_selector(".pic img[data-map='digit_4']")
+    src = page.get_attribute(".pic img", "src")
+    note = page.text_content(".map-note")
+    page.click(".bar-row[data-label='digit_4']")
+    page.wait_for_selector(".pic img:not([data-map])")
+    back = page.get_attribute(".pic img", "src")
+    page.click(".bar-row[data-label='digit_4']")  # shown again from what the page kept
+    page.wait_for_selector(".pic img[data-map='digit_4']")
+    page.screenshot(path=str(tmp_path / "map.png"), full_page=True)
+    assert not errors, errors
+    assert src.startswith("data:image/png;base64,") and "map of digit_4" in note and back.startswith("blob:")
+    explained = [url for url in requests if "explain=true" in url]
+    assert len(explained) == 1 and "labels=digit_4" in explained[0]

@@ -228,3 +228,36 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
     # a resumed run logs to a folder of its own, made at its first write (a run killed before has none)
     last_log = max((killed / "logs").glob("resume-*/metrics.csv"), key=lambda p: int(p.parent.name[7:]))
     assert "val/mAP" in last_log.read_text()
+
+
+def test_training_calibrates_only_when_asked_and_writes_format_1_without(tiny_run):
+    data = json.loads((tiny_run / "artifact" / "mlic.json").read_text())
+    assert data["training"]["config"]["calibration"] == "off"  # the default
+    assert data["format_version"] == 1 and "calibration" not in data  # as before calibration existed
+    assert data["training"]["calibration"] is None and load_artifact(tiny_run).calibration is None
+
+
+def test_training_with_calibration_fits_it_on_validation_and_keeps_its_decisions(tmp_path):
+    import mlic
+
+    run = tmp_path / "run"
+    train(out=str(run), **{**TINY, "calibration": "temperature"})
+    data = json.loads((run / "artifact" / "mlic.json").read_text())
+    assert data["format_version"] == 2 and data["calibration"]["method"] == "temperature"
+    assert data["calibration"]["fitted_on"] == {"data": "validation", "images": TINY["demo_val"]}
+    summary = data["training"]["calibration"]
+    assert summary["method"] == "temperature"
+    assert summary["after"]["ece_micro"] <= summary["before"]["ece_micro"] + 1e-6
+    # the thresholds were re-expressed: on test images, calibrated decisions are the raw ones
+    predictor = mlic.load(run)
+    m = multidigits("test", 200, seed=3)
+    outputs = predictor.manifest_outputs(m)
+    probs = outputs.probabilities(m.schema, predictor.calibration)
+    raw = outputs.probabilities(m.schema).labels.astype(np.float64)
+    calibrated = probs.labels.astype(np.float64)
+    thresholds = predictor.artifact.thresholds
+    raw_thresholds = predictor.calibration.thresholds(thresholds, inverse=True)
+    assert not np.allclose(raw, calibrated)  # the probabilities did change
+    clear = (np.abs(raw - raw_thresholds) > 1e-6) & (np.abs(calibrated - thresholds) > 1e-6)  # float32 ties
+    assert clear.mean() > 0.99
+    assert ((raw >= raw_thresholds) == predictor.decide(probs))[clear].all()

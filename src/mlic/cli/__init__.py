@@ -2,7 +2,7 @@
 
 One module per command (typer's "one file per command"): ``train`` (its
 options generated from ``TrainConfig``), ``evaluate`` (``evaluate``,
-``calibrate``), ``predict``, ``export``, ``serve``, ``data`` (``data inspect``,
+``calibrate``), ``predict``, ``explain``, ``export``, ``serve``, ``data`` (``data inspect``,
 ``data split``); ``common`` holds the shared options and error handling. Each
 command imports the library only when it runs, so ``mlic --help`` is quick.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from mlic.cli import audit, data, evaluate, export, predict, serve, train
+from mlic.cli import audit, data, evaluate, explain, export, predict, serve, train
 
 app = typer.Typer(
     add_completion=False,
@@ -23,6 +23,7 @@ app.command()(train.train)
 app.command()(evaluate.evaluate)
 app.command()(evaluate.calibrate)
 app.command()(predict.predict)
+app.command()(explain.explain)
 app.command()(export.export)
 app.command()(serve.serve)
 app.add_typer(data.app, name="data")

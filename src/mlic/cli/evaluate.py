@@ -1,4 +1,5 @@
-"""``mlic evaluate`` (figures of a model on data) and ``mlic calibrate`` (choose its decision rule)."""
+"""``mlic evaluate`` (figures of a model on data) and ``mlic calibrate`` (choose its decision rule, or with
+``--probabilities`` calibrate its probabilities)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,19 @@ def calibrate(
     ] = None,
     threshold: Annotated[float, typer.Option(help="fixed: the threshold of every label.")] = 0.5,
     k: Annotated[int | None, typer.Option(help="top-k: labels decided per image.")] = None,
+    probabilities: Annotated[
+        bool,
+        typer.Option(
+            "--probabilities",
+            help="Calibrate the probabilities instead (--method); the decisions stay the same.",
+        ),
+    ] = False,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="--probabilities: temperature (per label and attribute), platt (per label) or off."
+        ),
+    ] = "temperature",
     format: Format = None,
     images_root: ImagesRoot = None,
     tag_separator: Separator = " ",
@@ -91,10 +105,25 @@ def calibrate(
     batch_size: int = 64,
     workers: int = 0,
 ) -> None:
-    """Choose the artifact's decision rule (thresholds or top-k) on validation data."""
+    """Choose the artifact's decision rule (thresholds or top-k) on validation data, or with
+    --probabilities calibrate its probabilities."""
     from mlic.evaluation import calibrate as calibrate_fn
+    from mlic.evaluation import calibrate_probabilities
 
     options = source_options(data, format, images_root, tag_separator, drop_unannotated)
+    if probabilities:
+        result = run(calibrate_probabilities, artifact, data, method, batch_size=batch_size,
+                     num_workers=workers, **options)  # fmt: skip
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        typer.echo(f"{result['artifact']}: probabilities {method} on {result['data']} "
+                   f"({result['n_samples']} images); decisions unchanged")  # fmt: skip
+        for key in ("ece_macro", "ece_micro", "brier_macro", "brier_micro"):
+            if key in result["before"]:
+                before, after = result["before"][key], result["after"][key]
+                typer.echo(f"  {key:<16} {_fmt(before)} -> {_fmt(after)}")
+        return
     result = run(
         calibrate_fn, artifact, data, policy, threshold=threshold, k=k, min_precision=min_precision,
         min_positives=min_positives, shrinkage=shrinkage, batch_size=batch_size, num_workers=workers,
@@ -111,3 +140,7 @@ def calibrate(
     if result["unreachable"]:
         names = ", ".join(result["unreachable"][:20])
         typer.echo(f"  never predicted (below {min_precision} precision at every threshold): {names}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from mlic.data.images import Decoding, ImageCache, ImageInput, InputImages, worker_error
 from mlic.data.manifest import Manifest
 from mlic.errors import DataError
+from mlic.models.calibration import Calibration
 from mlic.models.outputs import Probabilities, probabilities
 from mlic.schema import LabelSchema
 
@@ -47,9 +48,9 @@ class Outputs:
         """Bool ``[N]``: which images were decoded (the rest were skipped as unreadable)."""
         return np.array([e is None for e in self.errors], dtype=bool)
 
-    def probabilities(self, schema: LabelSchema) -> Probabilities:
-        """Every row as probabilities (NaN rows stay NaN)."""
-        return probabilities(schema, self.logits)
+    def probabilities(self, schema: LabelSchema, calibration: Calibration | None = None) -> Probabilities:
+        """Every row as probabilities (NaN rows stay NaN), calibrated with ``calibration`` if given."""
+        return probabilities(schema, self.logits, calibration)
 
 
 @torch.inference_mode()

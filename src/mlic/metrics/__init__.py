@@ -28,6 +28,8 @@ Families:
   :func:`jaccard_samples`, :func:`label_counts`, :func:`multilabel_scores`,
   :func:`subset_accuracy`;
 - attributes: :func:`attribute_scores` (accuracy, macro-F1, confusion matrix);
+- calibration of the probabilities: :func:`calibration_figures` (expected
+  calibration error and Brier score, per label, macro and micro; reliability bins);
 - everything at once: :func:`all_metrics` (arrays), :func:`evaluate_arrays`
   (a JSON-serialisable report keyed by a schema's names).
 
@@ -37,12 +39,13 @@ Every function is vectorised over labels, works block by block to bound memory
 (see :mod:`mlic.metrics.engine`).
 
 Modules: ``inputs`` (the gatekeeper), ``blocks``, ``engine`` (exact counts),
-``ranking``, ``classification``, ``attributes``, ``summary`` (every figure at once).
+``ranking``, ``classification``, ``attributes``, ``calibration``, ``summary`` (every figure at once).
 """
 
 from __future__ import annotations
 
 from mlic.metrics.attributes import attribute_scores
+from mlic.metrics.calibration import calibration_figures
 from mlic.metrics.classification import (
     hamming_loss,
     jaccard_samples,
@@ -70,6 +73,7 @@ __all__ = [
     "all_metrics",
     "attribute_scores",
     "average_precision",
+    "calibration_figures",
     "check_inputs",
     "coverage_error",
     "evaluate_arrays",

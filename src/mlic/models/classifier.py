@@ -86,6 +86,12 @@ class Classifier(nn.Module):
         mixed = self.transfer(embeddings, logits[:, labels])
         return torch.cat([mixed.to(logits.dtype), logits[:, labels.stop :]], dim=1)
 
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's logits from ``forward_features`` output (pooled first for a pooled head)."""
+        if getattr(self.head, "pooled", True):
+            features = self.backbone.forward_head(features, pre_logits=True)
+        return self.head(features)
+
     def forward_parts(
         self, images: torch.Tensor, embed: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:

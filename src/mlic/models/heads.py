@@ -106,7 +106,7 @@ def _flag(option: str, value: object) -> bool:
     return value
 
 
-def _positions(features: torch.Tensor, num_features: int, head: str) -> torch.Tensor:
+def positions(features: torch.Tensor, num_features: int, head: str) -> torch.Tensor:
     """Unpooled features as ``[B, N, C]``: one row per spatial position (or token)."""
     c = num_features
     if features.ndim == 4 and features.shape[1] == c:
@@ -201,7 +201,7 @@ class CSRAHead(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.drop(_positions(features, self.num_features, "csra")).transpose(1, 2)  # [B, C, N]
+        x = self.drop(positions(features, self.num_features, "csra")).transpose(1, 2)  # [B, C, N]
         weight = F.normalize(self.weight, dim=-1)
         logits = None
         for h, t in enumerate(self.temperatures):
@@ -323,7 +323,7 @@ class MLDecoderHead(nn.Module):
         self.group_bias = nn.Parameter(torch.zeros(num_outputs))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        memory = F.relu(self.project(_positions(features, self.num_features, "ml-decoder")))
+        memory = F.relu(self.project(positions(features, self.num_features, "ml-decoder")))
         q = self.queries.to(memory.dtype).unsqueeze(0).expand(memory.shape[0], -1, -1)
         for layer in self.layers:
             q = layer(q, memory)

@@ -30,6 +30,7 @@ from mlic.serve.service import (
     DEFAULT_MAX_UPLOAD_BYTES,
     Limits,
     Service,
+    parse_labels,
 )
 from mlic.serve.uploads import FIELD, UPLOAD_MEDIA_TYPES, ApiError
 
@@ -86,6 +87,7 @@ def create_app(
 
 def _add_routes(app: FastAPI, service: Service) -> None:
     limits = service.limits
+    labels_pattern = service.labels_pattern()
     # what read_uploads accepts: one or more non-empty parts named FIELD and nothing else, each an image
     part = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
     files = {"type": "array", "items": part, "minItems": 1, "maxItems": limits.max_files}
@@ -109,6 +111,20 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             float | None,
             Query(ge=0.0, le=1.0, allow_inf_nan=False, description="One threshold for all (not with top_k)."),
         ] = None,
+        explain: Annotated[
+            bool,
+            Query(
+                description="Add `maps`: the label map of each decided label and attribute class, "
+                "as a PNG data URL."
+            ),
+        ] = False,
+        labels: str = Query(  # a default, not Annotated: its pattern is this app's, not the module's
+            "",
+            max_length=10_000,
+            description="With explain=true only: also map these, comma-separated (labels, "
+            "attribute=class, or an attribute for all its classes).",
+            json_schema_extra={"pattern": labels_pattern},  # documented; checked below, naming the name
+        ),
     ) -> JSONResponse:
         """Images as multipart/form-data in `files`; each gets the record `mlic predict` prints.
 
@@ -117,7 +133,14 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         """
         if top_k is not None and threshold is not None:
             raise ApiError(422, "invalid_query", "give top_k or threshold, not both")
-        return JSONResponse(await service.answer(request, top_k, threshold))
+        names = parse_labels(labels)
+        if names and not explain:
+            raise ApiError(422, "invalid_query", "labels goes with explain=true")
+        try:
+            service.check_labels(names)
+        except MlicError as e:
+            raise ApiError(422, "invalid_query", f"query parameter 'labels': {e}") from None
+        return JSONResponse(await service.answer(request, top_k, threshold, explain, names))
 
     @app.get("/schema", response_model=SchemaResponse, summary="Labels, attributes, thresholds, model")
     def schema() -> dict:

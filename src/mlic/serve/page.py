@@ -12,13 +12,17 @@ Drop, paste or pick images; each gets a card: the image, its decided labels,
 each attribute's class with its probability, and a bar per label
 (probability, threshold marker, decided labels highlighted), most probable
 first. Large label sets show the top N (decided labels always) with a filter.
+Clicking a label (its bar or chip) or an attribute shows that output's map over
+the image (``POST predict?explain=true&labels=NAME`` for that image, once);
+clicking it again shows the image.
 Every name from the server reaches the page as text (``textContent``), never
 as HTML.
 
 Hooks for tests: ``#file`` (the file input), ``#threshold``, ``#top-k``,
 ``#show``, ``#filter``, ``#error`` (shown on a failed request),
 ``#results[data-done]`` (completed requests), ``.card``, ``.chip`` (decided
-labels), ``.bar-row`` (``.on`` when decided; ``data-label``), ``.attr``.
+labels), ``.bar-row`` (``.on`` when decided; ``data-label``), ``.attr``, ``.pic img[data-map]`` (the
+output whose map is shown), ``.map-note``.
 """
 
 from __future__ import annotations

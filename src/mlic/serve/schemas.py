@@ -23,6 +23,9 @@ class Prediction(BaseModel):
     labels: list[str] = Field(description="The decided labels, in schema order.")
     scores: dict[str, float] = Field(description="Every label's probability.")
     attributes: dict[str, AttributeClass]
+    maps: dict[str, str] | None = Field(
+        None, description="With explain=true: each mapped label's map over the image, a PNG data URL."
+    )
 
 
 class DecisionRule(BaseModel):

@@ -28,7 +28,9 @@ from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError, DataError
 from mlic.fileio import atomic_write_text
 from mlic.inference import run_batches
+from mlic.metrics import calibration_figures
 from mlic.models import Classifier, ModelConfig, build_classifier
+from mlic.models.calibration import fit_calibration
 from mlic.models.outputs import probabilities
 from mlic.thresholds import Decision, choose_balance, choose_thresholds, label_priors
 from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_callbacks, load_checkpoint
@@ -203,12 +205,17 @@ def finish(
     trainer: L.Trainer,
     seconds: float,
 ) -> Artifact:
-    """Fit label transfer (where it wins on validation), choose the decision rule, write the artifact.
+    """Fit label transfer (where it wins), choose the decision rule, calibrate, write the artifact.
 
     The images go through the batch runner as prediction runs them, so the
     rule is chosen on the probabilities the artifact will give. Validation
     scores for the decision rule come from a bank of the training images only;
-    the validation images join the bank afterwards.
+    the validation images join the bank afterwards. With ``config.calibration``
+    (off by default), the probability calibration is fitted on the same
+    validation logits, the rule's thresholds re-expressed on the calibrated
+    probabilities, so that they decide as before, and the top-k balance chosen
+    on the calibrated probabilities that top-k will rank. Without it the
+    artifact stays format version 1.
     """
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
     schema = model.schema
@@ -222,12 +229,21 @@ def finish(
         if transfer is not None:
             bank = torch.cat([train.embeddings, val.embeddings])
             attach_transfer(model, transfer, bank, np.concatenate([train.labels, val.labels]))
-    probs = probabilities(schema, torch.cat([label_logits, attribute_logits], dim=1))
+    logits = torch.cat([label_logits, attribute_logits], dim=1)
+    probs = probabilities(schema, logits)
     decision = choose_thresholds(val.labels, probs.labels, "auto", seed=config.seed)
-    balance = None
-    if schema.n_labels:
-        decision, balance = with_balance(decision, data.train_manifest, val.labels, probs.labels)
     figures = validation_figures(schema.attribute_names, probs, val.labels, attributes)
+    calibration, calibrated, ranked = None, None, probs.labels
+    if config.calibration != "off":
+        on = {"data": "validation", "images": len(val.labels)}
+        method = config.calibration
+        calibration = fit_calibration(schema, logits, val.labels, attributes, method, fitted_on=on)
+        decision = replace(decision, thresholds=calibration.thresholds(decision.thresholds))
+        ranked = probabilities(schema, logits, calibration).labels
+        calibrated = {"method": config.calibration, **calibration_summary(val.labels, probs.labels, ranked)}
+    balance = None
+    if schema.n_labels:  # top-k ranks the probabilities predict gives: the calibrated ones, if calibrated
+        decision, balance = with_balance(decision, data.train_manifest, val.labels, ranked)
     summary = {
         "data": config.data,
         "train_images": len(data.train_manifest),
@@ -239,10 +255,23 @@ def finish(
         "validation": {k: round(float(v), 6) for k, v in figures.items()},
         "label_transfer": transfer,
         "top_k_balance": balance,
+        "calibration": calibrated,
         "bad_images": len(tidy_bad_images(data.decoding.bad_log)) if data.decoding.bad_log else 0,
         "config": config.to_dict(),
     }
-    return save_artifact(path, model, preprocessing, decision, training=summary)
+    return save_artifact(path, model, preprocessing, decision, training=summary, calibration=calibration)
+
+
+def calibration_summary(labels: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
+    """Validation ECE and Brier score (macro and micro) of the label probabilities before and after."""
+    if not labels.shape[1]:
+        return {}
+    out = {}
+    for when, scores in (("before", before), ("after", after)):
+        f = calibration_figures(labels, scores)
+        out[when] = {k: None if np.isnan(f[k]) else round(f[k], 6)
+                     for k in ("ece_macro", "ece_micro", "brier_macro", "brier_micro")}  # fmt: skip
+    return out
 
 
 def with_balance(

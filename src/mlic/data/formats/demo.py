@@ -79,6 +79,23 @@ def _scaled() -> dict[int, np.ndarray]:
 
 def make_canvases(n: int, split: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` canvases of ``split``: uint8 pixels [n, 64, 64], label targets [n, 10], attributes [n, 2]."""
+    pixels, labels, attributes, _ = _draw(n, split, seed)
+    return pixels, labels, attributes
+
+
+def canvas_layout(n: int, split: str, seed: int = 0) -> np.ndarray:
+    """Where the digits of ``make_canvases(n, split, seed)`` lie: int64 ``[n, 4, 4]``.
+
+    Per canvas and quadrant (0 top left, 1 top right, 2 bottom left, 3 bottom
+    right): the digit's class, its size index into ``SIZES``, and the row and
+    column of its top-left pixel; all -1 for an empty quadrant. The truth of
+    the pointing game of label maps (``benchmarks/pointing_game.py``).
+    """
+    return _draw(n, split, seed)[3]
+
+
+def _draw(n: int, split: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The canvases, their targets and their layout (see ``canvas_layout``)."""
     pool = source_indices(split)
     _, classes = _digits()
     scaled = _scaled()
@@ -87,6 +104,7 @@ def make_canvases(n: int, split: str, seed: int = 0) -> tuple[np.ndarray, np.nda
     pixels = np.zeros((n, CANVAS, CANVAS), dtype=np.float32)
     labels = np.zeros((n, 10), dtype=np.int8)
     attributes = np.zeros((n, 2), dtype=np.int64)
+    layout = np.full((n, 4, 4), -1, dtype=np.int64)
     for i in range(n):
         count = int(rng.integers(1, 5))
         quadrants = rng.choice(4, size=count, replace=False)
@@ -98,8 +116,9 @@ def make_canvases(n: int, split: str, seed: int = 0) -> tuple[np.ndarray, np.nda
             x0 = (q % 2) * QUADRANT + int(rng.integers(0, QUADRANT - size + 1))
             pixels[i, y0 : y0 + size, x0 : x0 + size] = scaled[size][src]
             labels[i, classes[src]] = 1
+            layout[i, q] = (classes[src], s, y0, x0)
         attributes[i] = (count - 1, sizes.max())
-    return (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8), labels, attributes
+    return (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8), labels, attributes, layout
 
 
 def multidigits(split: str, n: int | None = None, seed: int = 0) -> Manifest:

@@ -94,13 +94,50 @@ function bar(p, threshold) {
   return track;
 }
 
-function card(p, url, d) {
+async function showMap(i, name) {  // the label's map over image i (fetched once), or the image again
+  const c = $("results").children[i], img = c.querySelector(".pic img"), note = c.querySelector(".map-note");
+  const p = result.predictions[i];
+  if (img.dataset.map === name) {
+    img.src = urls[i];
+    delete img.dataset.map;
+    note.textContent = "click a label to see where it is";
+    return;
+  }
+  if (!(p.maps && p.maps[name])) {
+    note.textContent = `mapping ${name}…`;
+    const form = new FormData(), q = new URLSearchParams(query().slice(1));
+    form.append("files", files[i], files[i].name);
+    q.set("explain", "true");
+    q.set("labels", name);
+    try {
+      const answer = await readJson(await fetch(`predict?${q}`, {method: "POST", body: form}));
+      p.maps = Object.assign(p.maps || {}, answer.predictions[0].maps);
+    } catch (e) {
+      note.textContent = `no map: ${e.message}`;
+      return;
+    }
+  }
+  img.src = p.maps[name];
+  img.dataset.map = name;
+  note.textContent = `map of ${name} (click it again for the image)`;
+}
+
+function card(p, url, d, i) {
   const c = el("section", "card"), pic = el("div", "pic"), body = el("div", "body"), img = el("img");
   img.src = url;
   img.alt = p.path || "uploaded image";
-  pic.append(img, el("div", "name", p.path || "(no name)"));
+  pic.append(img, el("div", "name", p.path || "(no name)"), el("div", "map-note", "click a label to see where it is"));
+  const clickable = (e, name) => {
+    e.classList.add("mappable");
+    e.title = `${e.title ? e.title + " · " : ""}click: map of ${name}`;
+    e.addEventListener("click", () => showMap(i, name));
+  };
   const chips = el("div", "chips");
-  for (const name of p.labels) chips.append(el("span", "chip", name));
+  for (const name of p.labels) {
+    const chip = el("span", "chip", name);
+    clickable(chip, name);
+    chips.append(chip);
+  }
   if (!p.labels.length) chips.append(el("span", "none", "no label decided"));
   body.append(el("h3", null, "labels"), chips);
   const attributes = Object.entries(p.attributes);
@@ -111,6 +148,7 @@ function card(p, url, d) {
       row.dataset.attribute = name;
       row.append(el("span", "k", name), el("span", "v", a.class), bar(a.probability, null),
         el("span", "p", fmt(a.probability)));
+      clickable(row, `${name}=${a.class}`);
       body.append(row);
     }
   }
@@ -121,6 +159,7 @@ function card(p, url, d) {
     row.dataset.label = name;
     row.title = `${name}: ${fmt(score)}` + (t === null ? "" : ` (threshold ${fmt(t)})`);
     row.append(el("span", "name", name), bar(score, t), el("span", "p", fmt(score)));
+    clickable(row, name);
     bars.append(row);
   }
   if (scores.length) body.append(el("h3", null, "label probabilities"), bars, el("div", "more"));
@@ -129,7 +168,7 @@ function card(p, url, d) {
 }
 
 function render() {
-  $("results").replaceChildren(...result.predictions.map((p, i) => card(p, urls[i], result.decision)));
+  $("results").replaceChildren(...result.predictions.map((p, i) => card(p, urls[i], result.decision, i)));
   filter();
 }
 
