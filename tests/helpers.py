@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
 import socket
+import sys
 import threading
 import time
+import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -356,3 +359,18 @@ def write_png_split(root: Path, split: str, n: int) -> Path:
         lines.append(f"{split}/{i}.png,{' '.join(m.schema.decode(m.labels[i], m.attributes[i])['labels'])}")
     (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
     return root / f"{split}.csv"
+
+
+# -- benchmark scripts (tests/benchmarks) --------------------------------------------------------------
+@contextlib.contextmanager
+def benchmark_script(name: str) -> Iterator[types.ModuleType]:
+    """``benchmarks/NAME.py`` imported as the module ``NAME`` while in use (dataclasses look it up there)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(name, None)

@@ -7,25 +7,16 @@ canvases at 32 px must still beat chance, which is 25% per pair (one quadrant of
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 import mlic
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pointing_game.py"
+from helpers import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def pointing_game():
-    spec = importlib.util.spec_from_file_location("pointing_game", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pointing_game"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("pointing_game", None)
+    with benchmark_script("pointing_game") as module:
+        yield module
 
 
 def test_maps_of_a_tiny_model_point_at_their_digits(pointing_game, tiny_run):

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
+from helpers import benchmark_script
 from mlic.data import multidigits
 from mlic.inference import precision
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "predict.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("predict_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["predict_benchmark"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("predict_benchmark", None)
+    with benchmark_script("predict") as module:
+        yield module
 
 
 def test_every_variant_is_measured_with_its_ratio_limit_parity_and_map_cost(bench, tmp_path, monkeypatch):

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-from helpers import write_png_split
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "real_photos.py"
+from helpers import benchmark_script, write_png_split
 
 
 @pytest.fixture(scope="module")
 def real_photos():
-    spec = importlib.util.spec_from_file_location("real_photos", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["real_photos"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("real_photos", None)
+    with benchmark_script("real_photos") as module:
+        yield module
 
 
 def test_both_columns_report_the_same_figures(real_photos, tmp_path, capsys):
