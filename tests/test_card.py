@@ -46,14 +46,14 @@ def test_card_names_every_label_attribute_class_and_threshold(make_artifact):
     assert card == model_card(made.artifact)
     assert "3 labels, 2 attributes." in card
     for name, t in zip(SCHEMA.labels, THRESHOLDS):
-        assert f"| {name} | {float(t)!r} |" in card
+        assert f"| {name} | {t:.4f} |" in card
     assert "| size | s, m, l |" in card and "| pose | up, down |" in card
 
 
 def test_thousands_of_labels_list_the_first_and_a_count(make_artifact):
     schema = LabelSchema(tuple(f"tag{i:04d}" for i in range(1200)))
     card = model_card(make_artifact(schema, backbone="mlic_cnn").artifact)
-    assert f"| tag{MAX_LABELS - 1:04d} | 0.5 |" in card and f"tag{MAX_LABELS:04d}" not in card
+    assert f"| tag{MAX_LABELS - 1:04d} | 0.5000 |" in card and f"tag{MAX_LABELS:04d}" not in card
     assert f"... and {1200 - MAX_LABELS} more labels" in card
 
 
@@ -119,9 +119,13 @@ def test_evaluation_section_is_added_and_a_rerun_replaces_it(make_artifact, tmp_
     write_card(artifact, evaluation=figures(m_ap=0.5))
     write_card(artifact, evaluation=figures(m_ap=0.75))
     card = (artifact.path / CARD_FILE).read_text()
-    assert card.count("## Evaluation on test.csv") == 1 and "| mAP | 0.75 |" in card and "0.5 |" in card
-    assert "| micro_f1 | 0.375 | 0.25 |" in card and "| size | 0.875 | 40 |" in card
-    assert "| cat | 0.625 | 0.5 | 0.25 | 9 |" in card
+    assert (
+        card.count("## Evaluation on test.csv") == 1
+        and "| mAP | 0.7500 |" in card
+        and "| mAP | 0.5000" not in card
+    )
+    assert "| micro_f1 | 0.3750 | 0.2500 |" in card and "| size | 0.8750 | 40 |" in card
+    assert "| cat | 0.6250 | 0.5000 | 0.2500 | 9 |" in card
     write_card(artifact, evaluation=figures("other --> data"))
     card = (artifact.path / CARD_FILE).read_text()
     assert card.count("## Evaluation on") == 2 and "## Evaluation on other --> data" in card

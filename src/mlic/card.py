@@ -124,26 +124,26 @@ def evaluation_section(figures: dict, key: dict) -> str:
     lines += ["", "| figure | artifact's rule | at 0.5 |", "|---|---|---|"]
     for name in EVALUATION_FIGURES:
         if name in figures:
-            lines.append(f"| {name} | {_value(figures[name])} | {_value(at_half.get(name, '-'))} |")
+            lines.append(f"| {name} | {_short(figures[name])} | {_short(at_half.get(name, '-'))} |")
     calibration = figures.get("calibration") or {}
     for name in ("ece_macro", "brier_macro"):
         if calibration.get(name) is not None:
-            lines.append(f"| {name} | {_value(calibration[name])} | - |")
+            lines.append(f"| {name} | {_short(calibration[name])} | - |")
     parity = figures.get("parity")
     if parity:
         lines += ["", f"Parity with {parity.get('against')}: label decisions agree on "
-                  f"{_value(parity.get('label_decision_agreement'))}, within the limits: "
+                  f"{_short(parity.get('label_decision_agreement'))}, within the limits: "
                   f"{parity.get('within_limits')}."]  # fmt: skip
     if figures.get("attributes"):
         lines += ["", "| attribute | accuracy | support |", "|---|---|---|"]
         for name, a in figures["attributes"].items():
-            lines.append(f"| {_cell(name)} | {_value(a.get('accuracy'))} | {a.get('support')} |")
+            lines.append(f"| {_cell(name)} | {_short(a.get('accuracy'))} | {a.get('support')} |")
     per_label = figures.get("per_label") or {}
     if per_label:
         lines += ["", "| label | AP | F1 | threshold | support |", "|---|---|---|---|---|"]
         for name, s in list(per_label.items())[:MAX_LABELS]:
-            lines.append(f"| {_cell(name)} | {_value(s.get('ap'))} | {_value(s.get('f1'))} | "
-                         f"{_value(s.get('threshold'))} | {s.get('support')} |")  # fmt: skip
+            lines.append(f"| {_cell(name)} | {_short(s.get('ap'))} | {_short(s.get('f1'))} | "
+                         f"{_short(s.get('threshold'))} | {s.get('support')} |")  # fmt: skip
         if len(per_label) > MAX_LABELS:
             lines.append(f"\n... and {len(per_label) - MAX_LABELS} more labels (`mlic evaluate --json`).")
     if figures.get("labels_without_positives"):
@@ -166,10 +166,14 @@ def _labels(artifact: Described) -> str:
                      "below are kept but do not decide.")  # fmt: skip
     if schema.n_labels:
         shown = min(schema.n_labels, MAX_LABELS)
-        lines += ["", "| label | threshold |", "|---|---|"]
         lines += [
-            f"| {_cell(name)} | {_value(float(t))} |" for name, t in zip(schema.labels[:shown], thresholds)
+            "",
+            "Thresholds to four decimals (exact in `mlic.json`):",
+            "",
+            "| label | threshold |",
+            "|---|---|",
         ]
+        lines += [f"| {_cell(name)} | {_short(t)} |" for name, t in zip(schema.labels[:shown], thresholds)]
         if schema.n_labels > shown:
             lines += [
                 "",
@@ -358,6 +362,15 @@ def _value(value: object) -> str:
     if isinstance(value, np.integer):
         return str(int(value))
     return str(value)
+
+
+def _short(value: object) -> str:
+    """A figure to four decimals (thresholds, evaluation figures; `mlic.json` and `--json` keep all)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float | np.floating) and not math.isnan(value):
+        return f"{float(value):.4f}"
+    return _value(value)
 
 
 def _inline(value: object) -> str:

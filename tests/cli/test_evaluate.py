@@ -65,7 +65,7 @@ def test_evaluate_card_adds_its_figures_to_the_model_card_once(tiny_run, tmp_pat
     figures = json.loads(invoke("evaluate", artifact, "demo", "--card", "--json"))  # a rerun, JSON alone
     card = (artifact / "README.md").read_text()
     assert card.count("## Evaluation on demo") == 1
-    assert f"| mAP | {figures['mAP']!r} |" in card and f"{figures['n_samples']} images of `demo`" in card
+    assert f"| mAP | {figures['mAP']:.4f} |" in card and f"{figures['n_samples']} images of `demo`" in card
     invoke("calibrate", artifact, "demo", "--policy", "fixed")  # a new rule: the old figures are dropped
     card = (artifact / "README.md").read_text()
     assert "| policy | fixed |" in card and "## Evaluation on" not in card
