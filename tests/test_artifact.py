@@ -23,6 +23,7 @@ from mlic.artifact import (
     WEIGHTS_FILE,
     load_artifact,
 )
+from mlic.card import CARD_FILE
 from mlic.data.images import Preprocessing
 from mlic.errors import ArtifactError
 from mlic.models import ModelConfig, build_classifier
@@ -69,7 +70,7 @@ def images(seed: int = 1) -> torch.Tensor:
 
 # -- round trip ------------------------------------------------------------------------------------
 def test_save_writes_weights_and_description(artifact_dir):
-    assert sorted(p.name for p in artifact_dir.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
+    assert sorted(p.name for p in artifact_dir.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE, CARD_FILE])
     data = json.loads((artifact_dir / CONFIG_FILE).read_text())
     assert data["format"] == FORMAT and data["format_version"] == UNCALIBRATED_FORMAT_VERSION == 1
     assert data["thresholds"] == {"cat": 0.25, "dog": 0.5, "bird": 0.8125}
@@ -133,7 +134,7 @@ def test_save_config_rewrites_atomically(artifact_dir):
     artifact = load_artifact(artifact_dir)
     artifact.decision = Decision("top-k", np.array([0.1, 0.2, 0.3]), k=2)
     artifact.save_config()
-    assert sorted(p.name for p in artifact_dir.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
+    assert sorted(p.name for p in artifact_dir.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE, CARD_FILE])
     again = load_artifact(artifact_dir)
     np.testing.assert_array_equal(again.thresholds, [0.1, 0.2, 0.3])
     assert again.decision.to_dict() == {

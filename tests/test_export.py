@@ -15,6 +15,7 @@ import torch
 
 from helpers import EXPORT_HEADS, EXPORT_PRE, EXPORT_SCHEMA, EXPORT_THRESHOLDS
 from mlic.artifact import CONFIG_FILE, WEIGHTS_FILE, load_artifact
+from mlic.card import CARD_FILE
 from mlic.data.images import Preprocessing
 from mlic.errors import ArtifactError, ConfigError
 from mlic.export import export, export_onnx
@@ -80,7 +81,9 @@ def test_record_in_mlic_json(exported):
     assert record["output"]["shape"] == ["batch", SCHEMA.num_outputs]
     assert record["atol"] == ATOL and record["rtol"] == 1e-4 and record["check_batch_sizes"] == [1, 5]
     assert record["torch"] == torch.__version__ and record["onnxruntime"] == onnxruntime.__version__
-    assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE, CARD_FILE]
+    )
 
 
 def test_rewriting_mlic_json_keeps_the_record(exported, tmp_path):
@@ -124,7 +127,9 @@ def test_reexport_overwrites_cleanly(exported, tmp_path):
     after = load_artifact(folder).exports["onnx"]
     assert after["sha256"] == hashlib.sha256((folder / ONNX_FILE).read_bytes()).hexdigest()
     assert after["weights_sha256"] == before["weights_sha256"]
-    assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE, CARD_FILE]
+    )
     OnnxModel(load_artifact(folder))
 
 

@@ -3,7 +3,8 @@
 ``model.safetensors`` holds the weights; ``mlic.json`` holds the schema, the
 model and preprocessing config, the decision rule (its per-label thresholds
 under ``thresholds``, the rest under ``decision``), a checksum of the weights
-and a training summary. Predict, evaluate, calibrate, export and serve read
+and a training summary; ``README.md``, the model card (``mlic.card``), is
+rewritten with every ``mlic.json`` and never read on load. Predict, evaluate, calibrate, export and serve read
 artifacts and nothing else. Loading never unpickles anything.
 
 In memory the decision rule is one ``Decision`` (``Artifact.decision``); the
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file, save
 
+from mlic.card import write_card
 from mlic.data.images import RESIZES, Preprocessing
 from mlic.errors import ArtifactError, ConfigError
 from mlic.fileio import atomic_write_bytes, atomic_write_text, sha256_file
@@ -114,8 +116,10 @@ class Artifact:
         return data
 
     def save_config(self) -> None:
-        """Rewrite ``mlic.json`` atomically (e.g. after new thresholds were chosen)."""
+        """Rewrite ``mlic.json`` atomically (e.g. after new thresholds were chosen), then the model card
+        ``README.md`` that describes it (``mlic.card``)."""
         atomic_write_text(self.path / CONFIG_FILE, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_card(self)
 
 
 def save_artifact(

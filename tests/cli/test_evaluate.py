@@ -54,3 +54,18 @@ def test_calibrate_probabilities_from_the_command_line(tiny_run, tmp_path):
     assert "unknown calibration method" in invoke(
         "calibrate", artifact, "--probabilities", "--method", "x", code=2
     )
+
+
+def test_evaluate_card_adds_its_figures_to_the_model_card_once(tiny_run, tmp_path):
+    import shutil
+
+    artifact = shutil.copytree(tiny_run / "artifact", tmp_path / "artifact")
+    out = invoke("evaluate", artifact, "demo", "--card")
+    assert f"model card: {artifact / 'README.md'}" in out
+    figures = json.loads(invoke("evaluate", artifact, "demo", "--card", "--json"))  # a rerun, JSON alone
+    card = (artifact / "README.md").read_text()
+    assert card.count("## Evaluation on demo") == 1
+    assert f"| mAP | {figures['mAP']:.4f} |" in card and f"{figures['n_samples']} images of `demo`" in card
+    invoke("calibrate", artifact, "demo", "--policy", "fixed")  # a new rule: the old figures are dropped
+    card = (artifact / "README.md").read_text()
+    assert "| policy | fixed |" in card and "## Evaluation on" not in card

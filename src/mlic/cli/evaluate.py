@@ -40,8 +40,15 @@ def evaluate(
     parity: Annotated[
         bool, typer.Option("--parity/--no-parity", help="Below fp32: also run fp32 and compare decisions.")
     ] = True,
+    card: Annotated[
+        bool,
+        typer.Option(
+            "--card", help="Add the figures to the artifact's model card (README.md) as 'Evaluation on DATA'."
+        ),
+    ] = False,
 ) -> None:
     """Figures of a model on data: mAP, F1, Hamming loss, subset and attribute accuracy."""
+    from mlic.card import write_card
     from mlic.evaluation import evaluate as evaluate_fn
     from mlic.evaluation import format_report
     from mlic.predict import load
@@ -54,6 +61,10 @@ def evaluate(
     typer.echo(json.dumps(figures) if as_json else format_report(figures))
     if report is not None and not as_json:
         typer.echo(f"\nreport: {figures['report']}")
+    if card:
+        written = write_card(predictor.artifact, evaluation=figures)
+        if not as_json:
+            typer.echo(f"\nmodel card: {written}")
 
 
 def calibrate(
