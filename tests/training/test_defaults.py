@@ -12,3 +12,17 @@ def test_preprocessing_follows_the_backbones_pretrained_normalisation():
     assert inception.mean == (0.5, 0.5, 0.5) and inception.image_size == (224, 224) and inception.hflip
     scratch = resolve_preprocessing(TrainConfig(backbone="inception_v3"))
     assert scratch.mean == (0.485, 0.456, 0.406) and scratch.image_size == (64, 64) and not scratch.hflip
+
+
+def test_accelerator_auto_takes_a_cuda_gpu_when_one_is_visible_else_the_cpu(monkeypatch):
+    import torch
+
+    from mlic.training import resolve, resolve_accelerator
+
+    assert TrainConfig().accelerator == "auto"  # the default: no flag needed on a GPU machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_accelerator(TrainConfig()) == "cpu" and resolve(TrainConfig()).accelerator == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_accelerator(TrainConfig()) == "gpu"
+    assert resolve_accelerator(TrainConfig(accelerator="cpu")) == "cpu"  # asked for: kept, GPU or not
+    assert resolve_accelerator(TrainConfig(accelerator="mps")) == "mps"

@@ -28,6 +28,7 @@ _LAZY = {
     **dict.fromkeys(
         (
             "resolve",
+            "resolve_accelerator",
             "resolve_precision",
             "resolve_preprocessing",
             "cpu_supports_bf16",

@@ -227,7 +227,11 @@ class TrainConfig:
 
     # -- runtime ---------------------------------------------------------------------------------------
     out: str | None = option(None, "Run directory (default: runs/<date>-<time>).", group="runtime")
-    accelerator: str = option("cpu", "cpu, gpu or auto (Lightning).", group="runtime")
+    accelerator: str = option(
+        "auto",
+        "auto (a CUDA GPU when one is visible, else the CPU), cpu, gpu, or another of Lightning's (mps).",
+        group="runtime",
+    )
     devices: str | int = option(
         "1", "Device count, 'auto' or a list like 0,1.", group="runtime", cli_type=str
     )

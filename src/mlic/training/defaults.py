@@ -40,6 +40,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         image_size=config.image_size or (64 if demo else 224),
         augment=config.augment or ("shift" if demo else "light"),
         hflip=config.hflip if config.hflip is not None else not demo,
+        accelerator=resolve_accelerator(config),
         precision=resolve_precision(config),
         num_workers=config.num_workers if config.num_workers is not None else default_workers(demo),
     )
@@ -49,6 +50,18 @@ def resolve_recipe(config: TrainConfig) -> TrainConfig:
     """``config`` with the options left None set by the recipe that fits it (fine-tuning or from scratch)."""
     recipe = FINE_TUNING if (config.pretrained or config.weights) else FROM_SCRATCH
     return dataclasses.replace(config, **{k: v for k, v in recipe.items() if getattr(config, k) is None})
+
+
+def resolve_accelerator(config: TrainConfig) -> str:
+    """``auto``: ``gpu`` when CUDA sees a GPU, else ``cpu``; any other choice as given.
+
+    Decided here rather than by Lightning's own ``auto``, which would also pick
+    Apple's MPS, whose bf16 and loader settings mlic has not measured: ask for
+    ``--accelerator mps`` there.
+    """
+    if config.accelerator != "auto":
+        return config.accelerator
+    return "gpu" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_precision(config: TrainConfig) -> str:
