@@ -47,15 +47,7 @@ def test_page_in_headless_chromium(live, digit_files, tmp_path, chromium):
     paths = digit_files["paths"]
     image = next((p for p in paths if api(p)["predictions"][0]["labels"]), paths[0])
     own, top2 = api(image)["predictions"][0], api(image, top_k=2)["predictions"][0]
-    requests, errors = [], []
-    page = chromium.new_page(viewport={"width": 1200, "height": 900})
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{live}/", wait_until="load")
-    # a selector, not wait_for_function: polling a JavaScript string needs eval, which the page's CSP forbids
-    page.wait_for_selector("#meta:has-text('10 labels')")
-    page.set_input_files("#file", str(image))
-    page.wait_for_selector("#results[data-done='1']")
+    page, requests, errors = page_with_results(chromium, live, image)
     shown = read_card(page)
     page.fill("#top-k", "2")
     page.press("#top-k", "Enter")
@@ -116,14 +108,7 @@ def test_the_page_is_three_package_files_put_together():
 
 def test_clicking_a_label_shows_its_map(live, digit_files, tmp_path, chromium):
     """A click on a label's bar fetches its map once and shows it over the image; a second click undoes it."""
-    requests, errors = [], []
-    page = chromium.new_page(viewport={"width": 1200, "height": 900})
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{live}/", wait_until="load")
-    page.wait_for_selector("#meta:has-text('10 labels')")
-    page.set_input_files("#file", str(digit_files["paths"][0]))
-    page.wait_for_selector("#results[data-done='1']")
+    page, requests, errors = page_with_results(chromium, live, digit_files["paths"][0])
     page.click(".bar-row[data-label='digit_4']")
     page.wait_for_selector(".pic img[data-map='digit_4']")
     src = page.get_attribute(".pic img", "src")
@@ -138,3 +123,17 @@ def test_clicking_a_label_shows_its_map(live, digit_files, tmp_path, chromium):
     assert src.startswith("data:image/png;base64,") and "map of digit_4" in note and back.startswith("blob:")
     explained = [url for url in requests if "explain=true" in url]
     assert len(explained) == 1 and "labels=digit_4" in explained[0]
+
+
+def page_with_results(chromium, live: str, image) -> tuple:
+    """The served page once ``image`` is uploaded and answered; the URLs it requested, its errors."""
+    requests, errors = [], []
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live}/", wait_until="load")
+    # a selector, not wait_for_function: polling a JavaScript string needs eval, which the page's CSP forbids
+    page.wait_for_selector("#meta:has-text('10 labels')")
+    page.set_input_files("#file", str(image))
+    page.wait_for_selector("#results[data-done='1']")
+    return page, requests, errors
