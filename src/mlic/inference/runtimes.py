@@ -9,7 +9,6 @@ import torch
 from mlic.artifact import Artifact
 from mlic.errors import ConfigError
 from mlic.inference.batches import Network
-from mlic.inference.precision import check_precision
 from mlic.inference.torch_runtime import torch_model
 
 
@@ -35,5 +34,4 @@ def load_network(
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; expected one of {list(RUNTIMES)}")
-    check_precision(runtime, precision)
     return RUNTIMES[runtime](artifact, device=device, precision=precision)
