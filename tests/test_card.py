@@ -114,6 +114,22 @@ def test_exports_and_calibration_are_described(make_artifact):
     assert "## Probability calibration\n\nNone" in card
 
 
+def test_a_calibration_measured_and_left_out_says_why(make_artifact):
+    artifact = make_artifact(SCHEMA).artifact
+    artifact.training = {
+        "calibration": {
+            "method": "temperature",
+            "kept": False,
+            "rule": "5-fold cross-validation on the validation images",
+            "uncalibrated": {"ece_macro": 0.0077},
+            "out_of_fold": {"ece_macro": 0.0075},
+        }
+    }
+    card = model_card(artifact)
+    assert "None (the network's own sigmoids and softmaxes). 5-fold cross-validation" in card
+    assert "ece_macro=0.0075" in card and "not kept" in card
+
+
 def test_evaluation_section_is_added_and_a_rerun_replaces_it(make_artifact, tmp_path):
     artifact = make_artifact(SCHEMA, decision=THRESHOLDS, path=tmp_path / "a").artifact
     write_card(artifact, evaluation=figures(m_ap=0.5))

@@ -130,7 +130,8 @@ def test_evaluate_reports_calibration_against_the_uncalibrated_probabilities(art
     from mlic.evaluation import calibrate_probabilities
     from mlic.metrics import calibration_figures
 
-    plain = mlic.evaluate(artifact_copy, "demo", demo_samples=100)["calibration"]  # trained without
+    calibrate_probabilities(artifact_copy, "demo", "off", demo_samples=100)  # no calibration
+    plain = mlic.evaluate(artifact_copy, "demo", demo_samples=100)["calibration"]
     assert plain["method"] is None and "uncalibrated" not in plain and plain["ece_macro"] is not None
     calibrate_probabilities(artifact_copy, "demo", "temperature", demo_samples=100)
     figures = mlic.evaluate(artifact_copy, "demo", demo_samples=100)
@@ -173,7 +174,7 @@ def assert_ranking_kept(y_true: np.ndarray, before: np.ndarray, after: np.ndarra
                 assert ap[1] == pytest.approx(ap[0], abs=1e-12), f"label {j}: AP moved without a new tie"
 
 
-@pytest.mark.parametrize("method", ["platt", "temperature", "off"])
+@pytest.mark.parametrize("method", ["auto", "platt", "temperature", "off"])
 def test_calibrate_probabilities_keeps_decisions_and_ranking(artifact_copy, method):
     from mlic.evaluation import calibrate_probabilities
 
@@ -187,10 +188,14 @@ def test_calibrate_probabilities_keeps_decisions_and_ranking(artifact_copy, meth
     assert_ranking_kept(m.labels, p.labels, q.labels)
     assert result["method"] == method and set(result["before"]) == set(result["after"]) >= {"ece_macro"}
     artifact = load_artifact(artifact_copy)
-    assert (artifact.calibration is None) == (method == "off")
-    if method != "off":
+    kept = result["chosen_by"]["kept"] if method == "auto" else method != "off"
+    assert (artifact.calibration is None) == (not kept)
+    assert (result["chosen_by"] is None) == (method != "auto")
+    if kept:
         assert artifact.calibration.fitted_on == {"data": "demo", "images": 120}
-        assert result["after"]["ece_micro"] < result["before"]["ece_micro"] or method == "temperature"
+        # the artifact may hold temperatures from training already: refitted, they are the same map
+        refit = method in ("temperature", "auto")
+        assert result["after"]["ece_micro"] < result["before"]["ece_micro"] or refit
     assert not [f for f in artifact_copy.iterdir() if f.name.endswith(".tmp")]
 
 

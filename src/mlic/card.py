@@ -269,11 +269,18 @@ def _decision(artifact: Described) -> str:
 
 
 def _calibration(artifact: Described, training: dict) -> str:
-    c = artifact.calibration
+    c, summary = artifact.calibration, training.get("calibration") or {}
     if c is None:
-        return "## Probability calibration\n\nNone (the network's own sigmoids and softmaxes).\n"
+        why = ""
+        if summary.get("kept") is False:  # --calibration auto measured a map and left it out
+            why = (
+                f" {summary['rule']}: out-of-fold {_inline(summary['out_of_fold'])}, against "
+                + f"{_inline(summary['uncalibrated'])} uncalibrated; not kept."
+            )
+        return f"## Probability calibration\n\nNone (the network's own sigmoids and softmaxes).{why}\n"
     rows = [("method", c.method), ("fitted on", _inline(c.fitted_on) if c.fitted_on else None)]
-    summary = training.get("calibration") or {}
+    if summary.get("rule"):
+        rows.append(("chosen by", f"{summary['rule']}; out-of-fold {_inline(summary['out_of_fold'])}"))
     for when in ("before", "after"):
         if isinstance(summary.get(when), dict):
             rows.append((f"validation {when}", _inline(summary[when])))

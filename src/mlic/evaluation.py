@@ -20,7 +20,7 @@ from mlic.data.formats import load_data
 from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError
 from mlic.metrics import calibration_figures, evaluate_arrays
-from mlic.models.calibration import METHODS, fit_calibration
+from mlic.models.calibration import METHODS, choose_calibration, fit_calibration
 from mlic.models.outputs import Probabilities
 from mlic.predict import Predictor, load
 from mlic.quantize import LIMITS, measure_parity
@@ -134,7 +134,7 @@ def _number(x: float) -> float | None:
 def calibrate_probabilities(
     artifact: str | Path | Predictor,
     data: str | Path = "demo",
-    method: str = "temperature",
+    method: str = "auto",
     *,
     batch_size: int = 64,
     num_workers: int = 0,
@@ -145,24 +145,31 @@ def calibrate_probabilities(
     """Fit the artifact's probability calibration on ``data`` and rewrite its ``mlic.json`` atomically.
 
     ``method``: ``temperature`` or ``platt`` (``mlic.models.calibration``), or
-    ``off`` to remove the calibration. ``data`` should be validation data
+    ``off`` to remove the calibration, or ``auto`` (the default): temperatures, kept only where
+    5-fold cross-validation on ``data`` shows the ECE falling (``choose_calibration``; otherwise the
+    calibration is removed, and ``chosen_by`` says why). ``data`` should be validation data
     ("demo": the MultiDigits validation split; a ``Manifest`` is used as it is). The map is fitted on the
     uncalibrated logits, whatever the artifact held before, and the decision
     rule's thresholds are re-expressed on the new probabilities, so that every
     decision stays as it was. Returns the ECE and Brier figures on ``data``
     before and after.
     """
-    if method not in (*METHODS, "off"):
-        raise ConfigError(f"unknown calibration method {method!r}; expected one of {[*METHODS, 'off']}")
+    if method not in ("auto", *METHODS, "off"):
+        choices = ["auto", *METHODS, "off"]
+        raise ConfigError(f"unknown calibration method {method!r}; expected one of {choices}")
     predictor = _predictor(artifact, batch_size, num_workers)
     manifest, outputs = _outputs(predictor, data, "val", demo_samples, seed, source_options)
     target, schema = predictor.artifact, manifest.schema
     old = target.calibration
     before = outputs.probabilities(schema, old)
     raw_thresholds = old.thresholds(target.decision.thresholds, inverse=True) if old else target.thresholds
-    new = None
-    if method != "off":
-        on = {"data": manifest.source if isinstance(data, Manifest) else str(data), "images": len(manifest)}
+    new, chosen_by = None, None
+    on = {"data": manifest.source if isinstance(data, Manifest) else str(data), "images": len(manifest)}
+    if method == "auto":
+        new, chosen_by = choose_calibration(
+            schema, outputs.logits, manifest.labels, manifest.attributes, seed=seed, fitted_on=on
+        )
+    elif method != "off":
         new = fit_calibration(
             schema, outputs.logits, manifest.labels, manifest.attributes, method, fitted_on=on
         )
@@ -184,6 +191,7 @@ def calibrate_probabilities(
         "before": figures["before"],
         "after": figures["after"],
         "calibration": None if new is None else new.to_dict(schema),
+        "chosen_by": chosen_by,
         "thresholds": dict(zip(schema.labels, map(float, thresholds))),
     }
 

@@ -12,8 +12,10 @@ from helpers import fuzz
 from mlic.errors import ConfigError, DataError
 from mlic.models.calibration import (
     MAX_TEMPERATURE,
+    MIN_ECE_FALL,
     MIN_TEMPERATURE,
     Calibration,
+    choose_calibration,
     fit_calibration,
     identity,
 )
@@ -158,3 +160,30 @@ def test_identity_changes_nothing():
     logits = torch.randn(7, 6)
     out = identity(SCHEMA).apply(SCHEMA, logits)
     torch.testing.assert_close(out, logits)
+
+
+def test_choose_keeps_a_map_that_cuts_held_out_ece_and_refits_it_on_all_images():
+    logits, y, attr = sample(n=1500, seed=4)
+    c, record = choose_calibration(SCHEMA, logits, y, attr, seed=0, fitted_on={"data": "v"})
+    assert record["kept"] and record["method"] == "temperature"
+    before, after = record["uncalibrated"]["ece_macro"], record["out_of_fold"]["ece_macro"]
+    assert after <= (1 - MIN_ECE_FALL) * before
+    assert record["out_of_fold"]["ece_micro"] <= record["uncalibrated"]["ece_micro"]
+    refit = fit_calibration(SCHEMA, logits, y, attr, "temperature")
+    np.testing.assert_allclose(c.scale, refit.scale)  # the kept map is fitted on every image
+    assert c.fitted_on == {"data": "v"}
+
+
+def test_choose_leaves_calibrated_scores_alone():
+    logits, y, attr = sample(n=1500, seed=5, overconfidence=1.0)
+    c, record = choose_calibration(SCHEMA, logits, y, attr, seed=0)
+    assert c is None and not record["kept"]
+    assert record["out_of_fold"]["ece_macro"] > (1 - MIN_ECE_FALL) * record["uncalibrated"]["ece_macro"]
+
+
+def test_choose_counts_attribute_classes_and_skips_unread_rows():
+    logits, y, attr = sample(n=1500, seed=6, overconfidence=1.0)
+    logits[:, 3:] *= 4.0  # only the attribute is overconfident
+    logits[:7] = float("nan")
+    c, record = choose_calibration(SCHEMA, logits, y, attr, seed=0)
+    assert record["kept"] and c.attribute_temperatures[0] > 2

@@ -19,6 +19,7 @@ from helpers import TINY, write_png_split
 from mlic.artifact import load_artifact
 from mlic.data import multidigits
 from mlic.errors import ConfigError, DataError
+from mlic.models.calibration import MIN_ECE_FALL
 from mlic.training import TrainConfig, train
 
 
@@ -230,11 +231,28 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
     assert "val/mAP" in last_log.read_text()
 
 
-def test_training_calibrates_only_when_asked_and_writes_format_1_without(tiny_run):
+def test_training_calibrates_where_cross_validation_says_and_writes_format_1_without(tiny_run):
     data = json.loads((tiny_run / "artifact" / "mlic.json").read_text())
-    assert data["training"]["config"]["calibration"] == "off"  # the default
-    assert data["format_version"] == 1 and "calibration" not in data  # as before calibration existed
-    assert data["training"]["calibration"] is None and load_artifact(tiny_run).calibration is None
+    assert data["training"]["config"]["calibration"] == "auto"  # the default
+    record = data["training"]["calibration"]
+    assert record["method"] == "temperature" and "cross-validation" in record["rule"]
+    before, after = record["uncalibrated"], record["out_of_fold"]
+    kept = after["ece_macro"] <= (1 - MIN_ECE_FALL) * before["ece_macro"]
+    assert record["kept"] == (kept and after["ece_micro"] <= before["ece_micro"])
+    if record["kept"]:
+        assert data["format_version"] == 2 and data["calibration"]["method"] == "temperature"
+        assert record["after"]["ece_macro"] is not None
+    else:  # as before calibration existed
+        assert data["format_version"] == 1 and "calibration" not in data
+        assert load_artifact(tiny_run).calibration is None
+
+
+def test_training_without_calibration_writes_format_1(tmp_path):
+    run = tmp_path / "run"
+    train(out=str(run), **{**TINY, "calibration": "off", "max_epochs": 1})
+    data = json.loads((run / "artifact" / "mlic.json").read_text())
+    assert data["format_version"] == 1 and "calibration" not in data
+    assert data["training"]["calibration"] is None
 
 
 def test_training_with_calibration_fits_it_on_validation_and_keeps_its_decisions(tmp_path):

@@ -30,8 +30,9 @@ from mlic.fileio import atomic_write_text
 from mlic.inference import run_batches
 from mlic.metrics import calibration_figures
 from mlic.models import Classifier, ModelConfig, build_classifier
-from mlic.models.calibration import fit_calibration
+from mlic.models.calibration import Calibration, choose_calibration, fit_calibration
 from mlic.models.outputs import probabilities
+from mlic.schema import LabelSchema
 from mlic.thresholds import Decision, choose_balance, choose_thresholds, label_priors
 from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_callbacks, load_checkpoint
 from mlic.training.config import TrainConfig, loss_summary, parse_devices, read_run_config
@@ -210,12 +211,13 @@ def finish(
     The images go through the batch runner as prediction runs them, so the
     rule is chosen on the probabilities the artifact will give. Validation
     scores for the decision rule come from a bank of the training images only;
-    the validation images join the bank afterwards. With ``config.calibration``
-    (off by default), the probability calibration is fitted on the same
-    validation logits, the rule's thresholds re-expressed on the calibrated
-    probabilities, so that they decide as before, and the top-k balance chosen
-    on the calibrated probabilities that top-k will rank. Without it the
-    artifact stays format version 1.
+    the validation images join the bank afterwards. The probability
+    calibration is fitted on the same validation logits (``auto``, the default:
+    kept only where cross-validation shows it lowering the ECE), the rule's
+    thresholds re-expressed on the calibrated probabilities, so that they
+    decide as before, and the top-k balance chosen on the calibrated
+    probabilities that top-k will rank. Without a calibration the artifact
+    stays format version 1.
     """
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
     schema = model.schema
@@ -236,11 +238,11 @@ def finish(
     calibration, calibrated, ranked = None, None, probs.labels
     if config.calibration != "off":
         on = {"data": "validation", "images": len(val.labels)}
-        method = config.calibration
-        calibration = fit_calibration(schema, logits, val.labels, attributes, method, fitted_on=on)
+        calibration, calibrated = fit_or_choose(config, schema, logits, val.labels, attributes, on)
+    if calibration is not None:
         decision = replace(decision, thresholds=calibration.thresholds(decision.thresholds))
         ranked = probabilities(schema, logits, calibration).labels
-        calibrated = {"method": config.calibration, **calibration_summary(val.labels, probs.labels, ranked)}
+        calibrated |= calibration_summary(val.labels, probs.labels, ranked)
     balance = None
     if schema.n_labels:  # top-k ranks the probabilities predict gives: the calibrated ones, if calibrated
         decision, balance = with_balance(decision, data.train_manifest, val.labels, ranked)
@@ -260,6 +262,21 @@ def finish(
         "config": config.to_dict(),
     }
     return save_artifact(path, model, preprocessing, decision, training=summary, calibration=calibration)
+
+
+def fit_or_choose(
+    config: TrainConfig,
+    schema: LabelSchema,
+    logits: torch.Tensor,
+    labels: np.ndarray,
+    attributes: np.ndarray,
+    on: dict,
+) -> tuple[Calibration | None, dict]:
+    """The calibration ``config.calibration`` asks for (``auto``: temperatures where they win), and why."""
+    if config.calibration == "auto":
+        return choose_calibration(schema, logits, labels, attributes, seed=config.seed, fitted_on=on)
+    calibration = fit_calibration(schema, logits, labels, attributes, config.calibration, fitted_on=on)
+    return calibration, {"method": config.calibration, "kept": True}
 
 
 def calibration_summary(labels: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
