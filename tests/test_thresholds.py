@@ -368,6 +368,12 @@ def test_auto_with_one_image_keeps_one_half():
     assert decision.policy == "fixed" and decision.chosen_by["rule"] == "too few images"
 
 
+def test_auto_without_labels_decides_nothing():  # data with attributes only
+    decision = choose_thresholds(np.zeros((40, 0), dtype=int), np.zeros((40, 0)), "auto")
+    assert decision.policy == "fixed" and decision.thresholds.shape == (0,)
+    assert decision.chosen_by == {"rule": "no labels"}
+
+
 def test_shrinkage_goes_with_the_per_label_policy_only():
     y, scores = data()
     with pytest.raises(ConfigError, match="shrinkage"):

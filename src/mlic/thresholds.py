@@ -324,10 +324,9 @@ def choose_by_cross_validation(
     n = len(y_true)
     candidates = {"fixed": {}, "global": {}, "per-label": {"shrinkage": shrinkage}}
     folds = min(folds, n)
-    if folds < 2:
-        return Decision(
-            "fixed", np.full(y_true.shape[1], 0.5), chosen_by={"rule": "too few images", "images": n}
-        )
+    if folds < 2 or not y_true.shape[1]:  # attributes only: no label to decide
+        why = {"rule": "too few images", "images": n} if y_true.shape[1] else {"rule": "no labels"}
+        return Decision("fixed", np.full(y_true.shape[1], 0.5), chosen_by=why)
     fold = np.random.default_rng(seed).permutation(n) % folds
     figures = {}
     for name, options in candidates.items():

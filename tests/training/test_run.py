@@ -132,6 +132,28 @@ def test_ten_thousand_labels_train_and_evaluate_from_label_lists(tmp_path, monke
     assert 0.0 <= figures["mAP"] <= 1.0 and figures["per_label"]["tag09999"]["support"] == 1
 
 
+def test_attributes_only_train_calibrate_and_predict(tmp_path):
+    """Data with attributes and no labels (a CSV of class columns): training decides no label and predicts."""
+    import mlic
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "img").mkdir()
+    rows = ["path,colour,size"]
+    for i in range(60):
+        colour = ("red", "green", "blue")[i % 3]
+        pixels = np.zeros((24, 24, 3), dtype=np.uint8)
+        pixels[..., i % 3] = 200 + rng.integers(0, 55)
+        Image.fromarray(pixels).save(tmp_path / f"img/{i}.png")
+        rows.append(f"img/{i}.png,{colour},{('s', 'l')[i % 2]}")
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    options = {**TINY, "image_size": 24, "batch_size": 16}
+    artifact = load_artifact(train(data=str(tmp_path / "data.csv"), out=str(tmp_path / "run"), **options))
+    assert artifact.schema.n_labels == 0 and artifact.schema.attribute_names == ("colour", "size")
+    assert artifact.decision.chosen_by == {"rule": "no labels"}
+    (result,) = mlic.load(artifact.path).predict([str(tmp_path / "img/0.png")])
+    assert set(result["attributes"]) == {"colour", "size"}
+
+
 def test_two_process_ddp_gathers_validation_exactly_and_writes_one_artifact(tmp_path):
     """Two DDP processes on CPU (gloo): the gathered validation figures equal one process's on the same model.
 
