@@ -1,4 +1,4 @@
-"""``mlic data inspect``, ``mlic data split`` and ``mlic data pack``: look at a data set, split it, pack it."""
+"""``mlic data inspect``, ``split`` and ``pack``: look at a data set, split it, pack it for streaming."""
 
 from __future__ import annotations
 
