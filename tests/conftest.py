@@ -5,6 +5,7 @@ Helpers that are not fixtures live in ``helpers.py`` (``tests/`` is on ``sys.pat
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -52,6 +53,7 @@ def s3_server() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in failure reports
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
