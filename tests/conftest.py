@@ -5,8 +5,12 @@ Helpers that are not fixtures live in ``helpers.py`` (``tests/`` is on ``sys.pat
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import socket
+import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,58 @@ from mlic.data.images import Preprocessing
 from mlic.models import Classifier, ModelConfig, build_classifier
 from mlic.schema import Attribute, LabelSchema
 from mlic.thresholds import Decision
+
+
+def pytest_configure(config) -> None:
+    """litdata keeps the chunks it fetches from S3 in a folder of this session, not under ~/.lightning."""
+    os.environ.setdefault("LITDATA_CACHE_DIR", tempfile.mkdtemp(prefix="mlic-test-litdata-"))
+
+
+def pytest_unconfigure(config) -> None:
+    folder = os.environ.get("LITDATA_CACHE_DIR", "")
+    if os.path.basename(folder).startswith("mlic-test-litdata-"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> str:
+    """An S3-compatible server (moto's) on 127.0.0.1, for this session; boto3 and litdata are pointed at it.
+
+    The endpoint and made-up credentials are set in the environment, so that
+    the ``mlic`` processes a test starts reach the same server. Its URL is returned.
+    """
+    pytest.importorskip("moto", reason="the S3 tests need moto[server] (pip install -e '.[test]')")
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in failure reports
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            patch.delenv(name, raising=False)
+        try:
+            yield url
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A new, empty bucket on the session's S3 server, as ``s3://NAME``."""
+    import boto3
+
+    name = f"mlic-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}"
+
 
 SMALL_SCHEMA = LabelSchema(("cat", "dog", "bird"), (Attribute("size", ("s", "m", "l")),))
 """The default schema of ``make_artifact``: three labels and one attribute."""

@@ -1,8 +1,9 @@
-"""Optional dependencies: serving and ONNX are extras of the package, checked before they are used.
+"""Optional dependencies: serving, ONNX and streaming are extras of the package, checked before they are used.
 
 ``pip install -e .`` trains, evaluates and predicts; ``.[serve]`` adds the
 HTTP server (FastAPI, uvicorn, python-multipart), ``.[onnx]`` the ONNX export
-and runtime (onnx, onnxscript, onnxruntime), ``.[all]`` both. A missing extra
+and runtime (onnx, onnxscript, onnxruntime), ``.[stream]`` packed shards in
+folders and on S3 (litdata, boto3), ``.[all]`` all three. A missing extra
 is a ``MissingExtraError`` that names it, raised before anything is imported.
 """
 
@@ -15,6 +16,7 @@ from mlic.errors import MissingExtraError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "python_multipart"),
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
+    "stream": ("litdata", "boto3"),
 }
 """The modules each extra installs (import names)."""
 

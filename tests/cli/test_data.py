@@ -1,4 +1,4 @@
-"""Tests of mlic.cli.data: mlic data inspect and mlic data split."""
+"""Tests of mlic.cli.data: mlic data inspect, mlic data split and mlic data pack."""
 
 from __future__ import annotations
 
@@ -37,3 +37,16 @@ def test_data_split_writes_stratified_jsonl_and_refuses_to_overwrite(digit_files
     assert result["report"]["images"] == 48
     bad = runner.invoke(app, ["data", "split", str(source), "--val", ".6", "--test", ".5", "--out", str(out)])
     assert bad.exit_code == 2 and "no images for training" in bad.stderr
+
+
+def test_data_pack_writes_shards_that_the_other_commands_read(digit_files, tmp_path):
+    out = tmp_path / "shards"
+    text = invoke("data", "pack", digit_files["root"] / "tags.csv", "--out", out, "--val-fraction", "0.25")
+    assert text.startswith("packed ") and "train " in text and "val " in text
+    figures = json.loads(invoke("data", "inspect", out / "val", "--json"))
+    assert 0 < figures["images"] < 48 and figures["format"] == "mlic-shards" and figures["files"] is None
+    again = runner.invoke(app, ["data", "pack", str(digit_files["root"] / "tags.csv"), "--out", str(out)])
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    info = json.loads(invoke("data", "pack", "demo", "--out", tmp_path / "d", "--demo-train", "8",
+                             "--demo-val", "4", "--max-side", "32", "--json"))  # fmt: skip
+    assert info["max_side"] == 32 and info["splits"]["val"]["images"] == 4

@@ -163,3 +163,86 @@ def test_the_image_cache_is_automatic_where_it_fits_in_one_process(
     assert (cache is not None) == cached
     if cached:
         assert cache.nbytes > 0 and not cache.errors
+
+
+# -- streamed shards ------------------------------------------------------------------------------------
+def test_streamed_samples_are_augmented_as_file_samples_are(augmented, tmp_path):
+    """The same (seed, epoch, index) gives the same crop whether the image came from a file or a shard."""
+    pytest.importorskip("litdata")
+    from mlic.data.images import Decoding
+    from mlic.data.pack import pack
+    from mlic.data.shards import ShardSet, StreamedSample
+    from mlic.training.datamodule import SeededTransform
+
+    pack(
+        "demo", tmp_path / "p", demo_train=4, demo_val=40, seed=0
+    )  # val 40 at seed 0: ``augmented``'s images
+    shards = ShardSet.open(tmp_path / "p").split("val")
+    sample = StreamedSample(shards.url, Decoding(), SeededTransform(augmented.transform, seed=1))
+    files = SeededSamples(augmented, seed=1)
+    split = shards.manifest()  # the split as data: its 6th image and targets make the streamed item
+    indices, values = split.label_lists.row(5)
+    raw = {"index": 5, "image": split.pixels[5].read(), "labels": indices, "values": values,
+           "attributes": split.attributes[5]}  # fmt: skip
+    for epoch in (0, 1):
+        streamed, expected = sample(raw, epoch), files[(epoch, 5)]
+        assert torch.equal(streamed[0], expected[0])
+        assert torch.equal(streamed[1][0], expected[1][0]) and torch.equal(streamed[2], expected[2])
+    assert not torch.equal(sample(raw, 0)[0], sample(raw, 1)[0])
+
+
+DDP_SCRIPT = """
+import json, os, sys
+import torch.distributed as dist
+from mlic.data.shards import ShardSet
+from mlic.training.datamodule import streamed_loader
+
+def index_and_epoch(item, epoch):
+    return int(item["index"]), epoch
+
+dist.init_process_group("gloo")
+shards = ShardSet.open(sys.argv[1]).split("train")
+loader = streamed_loader(shards, index_and_epoch, seed=7, batch_size=8, num_workers=2, collate_fn=list)
+epochs = [[[i for i, _ in batch] for batch in loader] for _ in range(2)]
+epoch_seen = sorted({e for batch in loader for _, e in batch})
+with open(sys.argv[2], "w") as f:
+    json.dump({"epochs": epochs, "third": epoch_seen, "length": len(loader)}, f)
+dist.destroy_process_group()
+"""
+
+
+def test_two_process_ddp_from_s3_streams_every_sample_once_per_epoch(tmp_path, s3_bucket):
+    """Two gloo processes stream the training split from the S3 server: the ranks' samples of an epoch are
+    the split exactly, as many batches each, reshuffled every epoch (128 = 2 ranks x 2 workers x 8 x 4)."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("litdata")
+    from mlic.data.pack import pack
+
+    data = f"{s3_bucket}/digits"
+    pack("demo", data, demo_train=128, demo_val=8, chunk_bytes=20_000)  # several chunks to share out
+    (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    script = [sys.executable, str(tmp_path / "ddp.py"), data]
+    ranks = [
+        subprocess.Popen(
+            [*script, str(tmp_path / f"{r}.json")], env={**env, "RANK": str(r)}, stderr=subprocess.PIPE
+        )
+        for r in range(2)
+    ]
+    for process in ranks:
+        assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:].decode()
+    seen = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in range(2)]
+    for epoch in range(2):
+        per_rank = [[i for batch in s["epochs"][epoch] for i in batch] for s in seen]
+        assert sorted(per_rank[0] + per_rank[1]) == list(range(128))  # each sample exactly once
+        assert len(seen[0]["epochs"][epoch]) == len(seen[1]["epochs"][epoch]) == seen[0]["length"] == 8
+    assert seen[0]["epochs"][0] != seen[0]["epochs"][1]  # reshuffled
+    assert seen[0]["third"] == [2]  # the epoch that samples are told counts from 0

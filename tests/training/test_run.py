@@ -222,10 +222,26 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
     at times while a checkpoint is being written: the result must be exact wherever they land.
     """
     train_csv, val_csv = write_png_split(tmp_path, "train", 192), write_png_split(tmp_path, "val", 48)
+    killed_and_resumed_like_uninterrupted(tmp_path, ["--data", str(train_csv), "--val", str(val_csv)])
+
+
+@pytest.mark.slow
+def test_sigkilled_streamed_training_resumes_to_the_uninterrupted_weights(tmp_path, s3_bucket):
+    """The same kills and resumes, training streamed from shards on the S3 server: litdata's loader state,
+    saved in the checkpoints, makes the resumed epochs see the batches the uninterrupted run saw."""
+    pytest.importorskip("litdata")
+    from mlic.data.pack import pack
+
+    data = f"{s3_bucket}/digits"
+    pack("demo", data, demo_train=192, demo_val=48, chunk_bytes=50_000)
+    killed_and_resumed_like_uninterrupted(tmp_path, ["--data", data])
+
+
+def killed_and_resumed_like_uninterrupted(tmp_path: Path, data: list[str]) -> None:
+    """Train on ``data`` once whole, once killed twice and resumed; the two artifacts must be the same."""
     mlic = [sys.executable, "-m", "mlic", "train"]
-    options = ["--data", str(train_csv), "--val", str(val_csv), "--image-size", "32", "--batch-size", "16",
-               "--max-epochs", "3", "--workers", "2", "--checkpoint-steps", "2", "--deterministic",
-               "--no-progress"]  # fmt: skip
+    options = [*data, "--image-size", "32", "--batch-size", "16", "--max-epochs", "3", "--workers", "2",
+               "--checkpoint-steps", "2", "--deterministic", "--no-progress"]  # fmt: skip
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     process = subprocess.Popen([*mlic, *options, "--out", str(whole)], stderr=subprocess.PIPE)
     wait_for_write(process, whole / "checkpoints" / "last.ckpt")
@@ -251,6 +267,23 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
     # a resumed run logs to a folder of its own, made at its first write (a run killed before has none)
     last_log = max((killed / "logs").glob("resume-*/metrics.csv"), key=lambda p: int(p.parent.name[7:]))
     assert "val/mAP" in last_log.read_text()
+
+
+def test_training_streams_a_pack_on_s3(tmp_path, s3_bucket):
+    """One tiny epoch streamed from shards on the S3 server, validated on the pack's val split."""
+    pytest.importorskip("litdata")
+    from mlic.data.pack import pack
+
+    data = f"{s3_bucket}/digits"
+    pack("demo", data, demo_train=96, demo_val=32)
+    options = {**TINY, "batch_size": 32, "num_workers": 1}
+    artifact = load_artifact(train(data=data, out=str(tmp_path / "run"), **options))
+    summary = artifact.training
+    assert summary["train_images"] == 96 and summary["val_images"] == 32 and summary["epochs"] == 1
+    assert summary["label_transfer"] is None and 0.0 <= summary["validation"]["mAP"] <= 1.0
+    assert artifact.schema == multidigits("val", 1).schema
+    with pytest.raises(ConfigError, match="no validation split"):
+        train(data=f"{data}/train", out=str(tmp_path / "other"), **options)
 
 
 def test_training_calibrates_where_cross_validation_says_and_writes_format_1_without(tiny_run):

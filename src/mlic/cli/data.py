@@ -1,4 +1,4 @@
-"""``mlic data inspect`` and ``mlic data split``: look at a data set, and split it."""
+"""``mlic data inspect``, ``split`` and ``pack``: look at a data set, split it, pack it for streaming."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from mlic.cli.common import (
     source_options,
 )
 
-app = typer.Typer(no_args_is_help=True, help="Look at a data set and split it: inspect, split.")
+app = typer.Typer(
+    no_args_is_help=True, help="Look at a data set, split it, pack it for streaming: inspect, split, pack."
+)
 Rows = Annotated[int, typer.Option(help="Table rows shown before a cut (the most frequent and the rarest).")]
 
 
@@ -80,3 +82,47 @@ def split(
     typer.echo("\nwrote:")
     for path in result["files"].values():
         typer.echo(f"  {path}")
+
+
+@app.command("pack")
+def pack(
+    data: DataArg,
+    out: Annotated[
+        str,
+        typer.Option(
+            help="Folder or s3://BUCKET/PREFIX for the shards (S3: boto3's settings, "
+            "AWS_ENDPOINT_URL for another S3-compatible server)."
+        ),
+    ],
+    max_side: Annotated[
+        int | None,
+        typer.Option(help="Shrink larger images to this longer side (default: bytes as they are)."),
+    ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share split off as the 'val' split (stratified), which training validates "
+            "on; 0: one split, 'all' (for evaluation)."
+        ),
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the split (and of MultiDigits' canvases).")] = 0,
+    demo_train: Annotated[int, typer.Option(help="MultiDigits training canvases (data 'demo').")] = 10_000,
+    demo_val: Annotated[int, typer.Option(help="MultiDigits validation canvases (data 'demo').")] = 1_000,
+    overwrite: Annotated[bool, typer.Option(help="Replace a pack that exists at --out.")] = False,
+    format: Format = None,
+    images_root: ImagesRoot = None,
+    tag_separator: Separator = " ",
+    drop_unannotated: DropUnannotated = False,
+    as_json: AsJson = False,
+) -> None:
+    """Write a data set as shards for streaming: train with --data OUT, evaluate OUT (or OUT/val)."""
+    from mlic.data.pack import pack as pack_data
+
+    options = source_options(data, format, images_root, tag_separator, drop_unannotated)
+    info = run(pack_data, data, out, max_side=max_side, val_fraction=val_fraction, seed=seed,
+               demo_train=demo_train, demo_val=demo_val, overwrite=overwrite, **options)  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    splits = ", ".join(f"{name} {entry['images']:,} images" for name, entry in info["splits"].items())
+    typer.echo(f"packed {data} to {out}: {splits}")

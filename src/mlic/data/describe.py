@@ -56,7 +56,11 @@ def describe(
     per_image = np.diff(positives.indptr)
     counts = lists.counts()
     n, n_labels = len(manifest), schema.n_labels
-    files = check_files(manifest, full=full, max_listed=max_listed, workers=workers) if check_images else None
+    # shards hold the images packed from files (checked by ``mlic data inspect`` on the source, if wanted)
+    checkable = manifest.pixels is None or isinstance(manifest.pixels, np.ndarray)
+    files = None
+    if check_images and checkable:
+        files = check_files(manifest, full=full, max_listed=max_listed, workers=workers)
     return {
         "source": manifest.source,
         "format": manifest.meta.get("format", "in-memory" if manifest.pixels is not None else None),

@@ -1,4 +1,11 @@
-"""Data for training: the train / validation split, loaders, per-process shards and the image cache."""
+"""Data for training: the train / validation split, loaders, per-process shards and the image cache.
+
+Training data is a ``Manifest`` (files or MultiDigits), or a split of a pack
+(``mlic.data.shards.Shards``) streamed by litdata: shuffled chunk-wise by the
+seed and epoch, shared out over processes and loader workers, resumed
+mid-epoch from the loader state that Lightning saves in checkpoints. Either
+way each sample's augmentation is seeded by ``(seed, epoch, index)``.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +27,13 @@ from mlic.data.images import (
     build_cache,
     build_transform,
 )
+from mlic.data.images.dataset import Collate
 from mlic.data.manifest import Manifest, check_files
+from mlic.data.shards import Shards, ShardSet, StreamedSample, is_remote, is_shards, locate
 from mlic.data.split import stratified_split
 from mlic.data.targets import HIDDEN_AS
 from mlic.errors import ConfigError, DataError
+from mlic.extras import require
 from mlic.training.config import AUTO_CACHE_SHARE, TrainConfig, is_demo
 
 
@@ -40,7 +50,7 @@ class DataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        train: Manifest,
+        train: Manifest | Shards,
         val: Manifest,
         preprocessing: Preprocessing,
         *,
@@ -59,8 +69,10 @@ class DataModule(L.LightningDataModule):
         self.train_transform = build_transform(preprocessing, train=True, augment=augment)
         self.eval_transform = build_transform(preprocessing, train=False)
 
-    def train_dataloader(self) -> TrainLoader:
+    def train_dataloader(self) -> DataLoader:
         """This process's shuffled share of the training images, resumable mid-epoch."""
+        if isinstance(self.train_manifest, Shards):
+            return self._stream_loader(self.train_manifest)
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         images = ImageDataset(
@@ -73,6 +85,14 @@ class DataModule(L.LightningDataModule):
             drop_last=len(sampler) > self.batch_size,  # a ragged last batch, unless it is the only one
             **self._loader_options(images),
         )
+
+    def _stream_loader(self, shards: Shards) -> DataLoader:
+        """The training split streamed from its shards by litdata's loader, whose state Lightning saves."""
+        transform = SeededTransform(self.train_transform, self.seed)
+        sample = StreamedSample(shards.url, self.decoding, transform)
+        return streamed_loader(shards, sample, seed=self.seed, batch_size=self.batch_size,
+                               num_workers=self.num_workers, pin_memory=self.pin_memory,
+                               collate_fn=Collate(shards.schema.n_labels, shards.fill))  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         """This process's share of the validation images."""
@@ -185,6 +205,41 @@ class SeededSamples(Dataset):
             generator.set_state(state)
 
 
+class SeededTransform:
+    """A training transform run with torch's generator seeded from ``(seed, epoch, index)``, as
+    ``SeededSamples`` runs it for files: the augmentation of streamed samples follows the same rule."""
+
+    def __init__(self, transform: Any, seed: int) -> None:
+        self.transform, self.seed = transform, seed
+
+    def __call__(self, image: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(sample_seed(self.seed, epoch, index))
+        try:
+            return self.transform(image)
+        finally:
+            generator.set_state(state)
+
+
+def streamed_loader(shards: Shards, sample: Any, *, seed: int, **options: Any) -> DataLoader:
+    """litdata's resumable loader over a split of shards, each item made a sample by ``sample(item, epoch)``.
+
+    Shuffled chunk-wise by ``seed`` and the epoch. Over several processes
+    (torch.distributed), litdata's ``drop_last`` gives every process as many
+    batches, leaving out the few samples of an epoch that do not fill the last
+    round: a split whose size is a multiple of processes x workers x batch
+    size is seen exactly once per epoch. In one process, every sample is.
+    """
+    require("stream", "training from shards")
+    from mlic.data.streaming import StreamedSamples, stream_loader
+
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    several = distributed and torch.distributed.get_world_size() > 1
+    dataset = StreamedSamples(shards.url, sample, seed=seed, shuffle=True, drop_last=several)
+    return stream_loader(dataset, **options)
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 64-bit seed for one sample in one epoch: a hash, so that nearby keys give unrelated streams."""
     digest = hashlib.blake2b(f"{seed},{epoch},{index}".encode(), digest_size=8).digest()
@@ -209,14 +264,19 @@ class ShardSampler(Sampler[int]):
         return self.stop - self.start
 
 
-def load_splits(config: TrainConfig) -> tuple[Manifest, Manifest]:
-    """Training and validation manifests, with every image file checked before training starts.
+def load_splits(config: TrainConfig) -> tuple[Manifest | Shards, Manifest]:
+    """Training and validation data, with every image file checked before training starts.
 
     With ``config.hide_positives``, a share of both sets' positives is hidden
     (``Manifest.hide_positives``), as a study of incompletely labelled data.
+    Shard data gives the training split as ``Shards`` (``shard_splits``).
     """
     if config.hidden_as not in HIDDEN_AS:
         raise ConfigError(f"hidden_as must be one of {list(HIDDEN_AS)}, not {config.hidden_as!r}")
+    if not is_demo(config) and (is_remote(config.data) or is_shards(config.data)):
+        if config.hide_positives:
+            raise ConfigError(f"{config.data}: hiding positives applies to files, not to streamed shards")
+        return shard_splits(config)
     train, val = _load_splits(config)
     if config.hide_positives:
         hide = {"hidden_as": config.hidden_as}
@@ -231,12 +291,7 @@ def _load_splits(config: TrainConfig) -> tuple[Manifest, Manifest]:
             load_data(DEMO, split="train", demo_samples=config.demo_train, seed=config.seed),
             load_data(DEMO, split="val", demo_samples=config.demo_val, seed=config.seed),
         )
-    options = {
-        "format": config.format,
-        "images_root": config.images_root,
-        "tag_separator": config.tag_separator,
-        "drop_unannotated": config.drop_unannotated,
-    }
+    options = source_options(config)
     train = load_data(config.data, **options)
     if not config.val_data:
         check_files(train)
@@ -244,6 +299,43 @@ def _load_splits(config: TrainConfig) -> tuple[Manifest, Manifest]:
     val = load_data(config.val_data, schema=train.schema, **options)
     check_files(train, val)
     return train, val
+
+
+def shard_splits(config: TrainConfig) -> tuple[Shards, Manifest]:
+    """The training split of a pack, and validation: ``--val`` if given, else the pack's ``val`` split.
+
+    ``--data DEST`` trains on DEST's ``train`` split (or its only one);
+    ``DEST/<split>`` on that split. A pack is split when it is written
+    (``mlic data pack --val-fraction``), so ``--val-fraction`` does not apply.
+    """
+    found = locate(config.data)
+    if found is None:
+        raise DataError(f"{config.data}: not a pack of mlic data (no mlic-shards.json); see mlic data pack")
+    base, name = found
+    pack = ShardSet.open(base)
+    if name is None:
+        train = pack.split("train") if "train" in pack.splits else pack.only_split()
+    else:
+        train = pack.split(name)
+    if config.val_data:
+        val = load_data(config.val_data, schema=train.schema, **source_options(config))
+        check_files(val)
+        return train, val
+    if name is None and "val" in pack.splits:
+        return train, pack.split("val").manifest()
+    raise ConfigError(
+        f"{config.data}: no validation split to use; pack it with --val-fraction, or pass --val"
+    )
+
+
+def source_options(config: TrainConfig) -> dict[str, Any]:
+    """The options of ``config`` that say how to read data files (``load_data``)."""
+    return {
+        "format": config.format,
+        "images_root": config.images_root,
+        "tag_separator": config.tag_separator,
+        "drop_unannotated": config.drop_unannotated,
+    }
 
 
 def validation_split(manifest: Manifest, fraction: float, seed: int) -> tuple[Manifest, Manifest]:
@@ -259,7 +351,7 @@ def validation_split(manifest: Manifest, fraction: float, seed: int) -> tuple[Ma
 
 
 def image_cache(
-    config: TrainConfig, manifest: Manifest, pre: Preprocessing, workers: int
+    config: TrainConfig, manifest: Manifest | Shards, pre: Preprocessing, workers: int
 ) -> ImageCache | None:
     """The training images decoded into memory, where ``cache_images`` asks for it and they are files.
 
@@ -268,7 +360,7 @@ def image_cache(
     available; decoding large photos every epoch would otherwise take CPU time
     from training.
     """
-    if config.cache_images is False or manifest.pixels is not None:
+    if config.cache_images is False or not isinstance(manifest, Manifest) or manifest.pixels is not None:
         return None
     auto = config.cache_images is None
     if auto and (str(config.devices) != "1" or config.num_nodes != 1):

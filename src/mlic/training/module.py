@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from mlic.data.manifest import Manifest
+from mlic.data.shards import Shards
 from mlic.losses import SchemaLoss, create_label_loss, create_missing_policy
 from mlic.metrics import attribute_scores, mean_average_precision, multilabel_scores
 from mlic.models import Classifier
@@ -169,8 +170,11 @@ def validation_figures(
     return figures
 
 
-def build_loss(config: TrainConfig, train_set: Manifest) -> SchemaLoss:
-    """The schema's loss: the label loss with its options, and the policy for unknown targets."""
+def build_loss(config: TrainConfig, train_set: Manifest | Shards) -> SchemaLoss:
+    """The schema's loss: the label loss with its options, and the policy for unknown targets.
+
+    Only the training targets' counts are read (``label_lists.counts()``), which shards store.
+    """
     label_loss = create_label_loss(
         config.loss,
         pos_weight=config.pos_weight,

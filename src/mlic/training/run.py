@@ -25,6 +25,7 @@ from mlic.data.images import (
     worker_error,
 )
 from mlic.data.manifest import Manifest
+from mlic.data.shards import Shards
 from mlic.errors import ConfigError, DataError
 from mlic.fileio import atomic_write_text
 from mlic.inference import run_batches
@@ -211,19 +212,21 @@ def finish(
     The images go through the batch runner as prediction runs them, so the
     rule is chosen on the probabilities the artifact will give. Validation
     scores for the decision rule come from a bank of the training images only;
-    the validation images join the bank afterwards. The probability
-    calibration is fitted on the same validation logits (``auto``, the default:
-    kept only where cross-validation shows it lowering the ECE), the rule's
-    thresholds re-expressed on the calibrated probabilities, so that they
-    decide as before, and the top-k balance chosen on the calibrated
-    probabilities that top-k will rank. Without a calibration the artifact
-    stays format version 1.
+    the validation images join the bank afterwards. Training streamed from
+    shards has no label transfer: its bank would hold every training image.
+    The probability calibration is fitted on the same validation logits
+    (``auto``, the default: kept only where cross-validation shows it lowering
+    the ECE), the rule's thresholds re-expressed on the calibrated
+    probabilities, so that they decide as before, and the top-k balance chosen
+    on the calibrated probabilities that top-k will rank. Without a
+    calibration the artifact stays format version 1.
     """
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
     schema = model.schema
     val, attributes, attribute_logits = embed(model, data, data.val_manifest, "validation")
     transfer, label_logits = None, val.label_logits
-    if config.transfer == "auto" and schema.n_labels:
+    streamed = not isinstance(data.train_manifest, Manifest)  # shards: no training bank in memory
+    if config.transfer == "auto" and schema.n_labels and not streamed:
         train, _, _ = embed(model, data, data.train_manifest, "training", cache=data.cache)
         size = len(train.labels) + len(val.labels)
         if bank_bytes(size, train.embeddings.shape[1], schema.n_labels) <= MAX_BANK_BYTES:
@@ -292,7 +295,7 @@ def calibration_summary(labels: np.ndarray, before: np.ndarray, after: np.ndarra
 
 
 def with_balance(
-    decision: Decision, train: Manifest, val_labels: np.ndarray, val_scores: np.ndarray
+    decision: Decision, train: Manifest | Shards, val_labels: np.ndarray, val_scores: np.ndarray
 ) -> tuple[Decision, dict]:
     """``decision`` with the training label priors and the top-k balance chosen on validation, and how."""
     counts = train.label_lists.counts()

@@ -22,6 +22,7 @@ from mlic.data.formats import coco, csv_multihot, csv_tags, demo, folders, jsonl
 from mlic.data.formats.csv_table import is_csv
 from mlic.data.formats.spec import Format
 from mlic.data.manifest import Manifest
+from mlic.data.shards import is_remote, is_shards, load_shards
 from mlic.errors import ConfigError, DataError
 from mlic.schema import LabelSchema
 
@@ -116,13 +117,18 @@ def load_data(
     seed: int = 0,
     **source_options: object,
 ) -> Manifest:
-    """A manifest from ``"demo"`` (that MultiDigits ``split``) or a data file in any known format.
+    """A manifest from ``"demo"`` (that MultiDigits ``split``), a data file in any known format, or shards.
 
-    With ``schema`` (a trained model's), targets are laid out for it; labels
-    the model lacks are dropped and listed in ``manifest.meta["dropped"]``.
+    Shards (``mlic data pack``; a folder or ``s3://`` URL) are read as one of
+    their splits, ``DEST/<split>`` or the pack's only one, with images fetched
+    when decoded (``mlic.data.shards``). With ``schema`` (a trained model's),
+    targets are laid out for it; labels the model lacks are dropped and listed
+    in ``manifest.meta["dropped"]``.
     """
     if str(data) == DEMO:
         manifest = demo.FORMAT.read(data, split=split, n=demo_samples, seed=seed)
+    elif is_remote(data) or is_shards(data):
+        manifest = load_shards(data)
     else:
         if not Path(data).exists():
             raise DataError(f"{data}: no such file (use 'demo' for the built-in MultiDigits data)")
