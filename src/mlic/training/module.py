@@ -56,6 +56,8 @@ class MultiLabelModule(L.LightningModule):
         images, labels, attributes = batch
         out = self.loss(self(images), labels, attributes)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=len(images))
+        self.log("train/loss_epoch", out["loss"], on_step=False, on_epoch=True, batch_size=len(images),
+                 sync_dist=True)  # fmt: skip
         return out["loss"]
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -14,7 +14,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
 
-from mlic.artifact import Artifact, save_artifact
+from mlic.artifact import Artifact, save_artifact, save_history
 from mlic.data.images import (
     Decoding,
     ImageCache,
@@ -37,7 +37,7 @@ from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint
 from mlic.training.config import TrainConfig, loss_summary, parse_devices, read_run_config
 from mlic.training.datamodule import DataModule, image_cache, load_splits
 from mlic.training.defaults import resolve, resolve_preprocessing, uses_cuda
-from mlic.training.metrics_log import MetricsLog
+from mlic.training.metrics_log import MetricsLog, epoch_history
 from mlic.training.module import MultiLabelModule, build_loss, validation_figures
 from mlic.training.transfer import (
     MAX_BANK_BYTES,
@@ -177,6 +177,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if (checkpoints / BEST).is_file():
         module.load_state_dict(load_checkpoint(checkpoints / BEST)["state_dict"])
     artifact = finish(module.model, preprocessing, data, run_dir / "artifact", config, trainer, seconds)
+    save_history(artifact.path, epoch_history(run_dir / "logs"))  # the report's training curves
     if artifact.training["bad_images"]:
         n = artifact.training["bad_images"]
         warnings.warn(f"{n} unreadable image(s) were skipped; they are listed in {bad_log}", stacklevel=2)
