@@ -44,6 +44,10 @@ CALIBRATIONS = ("off", "temperature", "platt")
 (``mlic.models.calibration``). Opt-in because it did not help everywhere: on held-out test images
 temperature scaling cut MultiDigits' macro ECE by 37%, but raised Corel-5k's by 31% and the apparel
 photos' by 6% (-2% after shrinking the per-label temperatures, with micro ECE +53%)."""
+LOGGERS = ("csv", "tensorboard", "mlflow")
+"""Values of ``logger``: where the per-epoch figures go. ``logs/metrics.csv`` is written whatever the choice
+(the run's own readers need it), so ``csv`` adds nothing to it; ``tensorboard`` and ``mlflow`` add those
+trackers (``mlic.training.trackers``), which need the ``track`` extra."""
 AUTO_CACHE_SHARE = 0.25
 """The share of available memory that the decoded-image cache may take when ``cache_images`` is None."""
 RESUMABLE = (
@@ -259,12 +263,25 @@ class TrainConfig:
     )
     progress: bool = option(True, "Show a progress bar and the model summary.", group="runtime",
                             flag="--progress/--no-progress")  # fmt: skip
+    logger: list[str] = option(
+        help="Experiment tracker, repeatable: csv (RUN/logs/metrics.csv, always written), tensorboard "
+        "(RUN/logs/tensorboard) or mlflow (a local store in RUN/logs/mlflow.db, or --mlflow-uri); the "
+        "configuration, per-epoch figures and final validation figures go to each. Needs mlic[track].",
+        group="runtime", flag="--logger", cli=list, cli_type=list[str] | None, factory=lambda: ["csv"],
+    )  # fmt: skip
+    mlflow_uri: str | None = option(
+        None, "MLflow tracking URI for --logger mlflow (default: $MLFLOW_TRACKING_URI if set, else the "
+        "run's own sqlite:///RUN/logs/mlflow.db).", group="runtime",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFER:
             raise ConfigError(f"transfer must be one of {list(TRANSFER)}, got {self.transfer!r}")
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"calibration must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")
+        unknown = [name for name in self.logger if name not in LOGGERS]
+        if unknown:
+            raise ConfigError(f"logger must be among {list(LOGGERS)}, got {unknown[0]!r}")
         if self.backbone_lr_scale is not None and not self.backbone_lr_scale > 0:
             raise ConfigError(f"backbone_lr_scale must be positive, got {self.backbone_lr_scale!r}")
 
@@ -330,7 +347,7 @@ def check_value(name: str, value: Any) -> Any:
 
 
 _WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", dict: "a mapping",
-          type(None): "null"}  # fmt: skip
+          list: "a list", type(None): "null"}  # fmt: skip
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:
