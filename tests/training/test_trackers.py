@@ -12,7 +12,16 @@ import pytest
 from helpers import TINY
 from mlic.artifact import load_artifact
 from mlic.training import train
-from mlic.training.trackers import MLFLOW_RUN_FILE, MLFLOW_STORE, TENSORBOARD_DIR, asked, flat_config, numbers
+from mlic.training.config import TrainConfig
+from mlic.training.trackers import (
+    MLFLOW_RUN_FILE,
+    MLFLOW_STORE,
+    TENSORBOARD_DIR,
+    asked,
+    flat_config,
+    make_trackers,
+    numbers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +102,11 @@ def test_trackers_get_flat_scalars_and_csv_is_no_extra_tracker():
         "final/a/b": 1.0, "final/f": 0.5,
     }  # fmt: skip
     assert asked(["csv", "mlflow", "tensorboard", "mlflow"]) == ["mlflow", "tensorboard"]
+
+
+def test_only_the_first_process_makes_trackers(tmp_path, monkeypatch):
+    from lightning.pytorch.utilities import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # another process of a distributed run
+    assert make_trackers(TrainConfig(logger=["tensorboard", "mlflow"]), tmp_path, resumed=False) == []
+    assert not (tmp_path / "logs").exists()

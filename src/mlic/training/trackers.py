@@ -64,8 +64,15 @@ def check_trackers(names: Iterable[str]) -> None:
 
 
 def make_trackers(config: TrainConfig, run_dir: Path, resumed: bool) -> list[Logger]:
-    """The loggers of ``config.logger`` besides the CSV one, with the configuration logged to each."""
+    """The loggers of ``config.logger`` besides the CSV one, with the configuration logged to each.
+
+    Only the first process of a distributed run makes them (the others would
+    log nothing, and every process opening the run's MLflow store at once
+    would race to create it).
+    """
     check_trackers(config.logger)
+    if rank_zero_only.rank != 0:
+        return []
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     made = [
         tensorboard_logger(run_dir) if name == "tensorboard" else mlflow_logger(config, run_dir, resumed)
