@@ -44,10 +44,6 @@ CALIBRATIONS = ("off", "temperature", "platt")
 (``mlic.models.calibration``). Opt-in because it did not help everywhere: on held-out test images
 temperature scaling cut MultiDigits' macro ECE by 37%, but raised Corel-5k's by 31% and the apparel
 photos' by 6% (-2% after shrinking the per-label temperatures, with micro ECE +53%)."""
-LOGGERS = ("csv", "tensorboard", "mlflow")
-"""Values of ``logger``: where the per-epoch figures go. ``logs/metrics.csv`` is written whatever the choice
-(the run's own readers need it), so ``csv`` adds nothing to it; ``tensorboard`` and ``mlflow`` add those
-trackers (``mlic.training.trackers``), which need the ``track`` extra."""
 AUTO_CACHE_SHARE = 0.25
 """The share of available memory that the decoded-image cache may take when ``cache_images`` is None."""
 RESUMABLE = (
@@ -55,6 +51,10 @@ RESUMABLE = (
     "checkpoint_steps", "checkpoint_minutes", "progress",
 )  # fmt: skip
 """Options that ``--resume`` may change: how long and where the run goes on, not what it trains."""
+LOGGERS = ("csv", "tensorboard", "mlflow")
+"""Values of ``logger``: where the per-epoch figures go. ``logs/metrics.csv`` is written whatever the choice
+(the run's own readers need it), so ``csv`` adds nothing to it; ``tensorboard`` and ``mlflow`` add those
+trackers (``mlic.training.trackers``), which need the ``track`` extra."""
 
 
 def option(
