@@ -19,9 +19,12 @@ from mlic.artifact import (
     CONFIG_FILE,
     FORMAT,
     FORMAT_VERSION,
+    HISTORY_FILE,
     UNCALIBRATED_FORMAT_VERSION,
     WEIGHTS_FILE,
     load_artifact,
+    load_history,
+    save_history,
 )
 from mlic.card import CARD_FILE
 from mlic.data.images import Preprocessing
@@ -463,3 +466,21 @@ def test_a_damaged_calibration_is_refused_naming_the_field(artifact_dir, change,
     calibrated(artifact_dir)
     path = edit_config(artifact_dir, lambda d: change(d["calibration"]))
     assert_artifact_error(path, message, arg=artifact_dir)
+
+
+# -- training history ------------------------------------------------------------------------------
+def test_history_round_trips_in_epoch_order_with_gaps_as_nan(tmp_path):
+    rows = [{"epoch": 1, "train/loss": 0.5, "val/mAP": 0.75}, {"epoch": 0, "train/loss": 0.9}]
+    save_history(tmp_path, rows)
+    assert (tmp_path / HISTORY_FILE).read_text().splitlines()[0] == "epoch,train/loss,val/mAP"
+    history = load_history(tmp_path)
+    assert list(history["epoch"]) == [0, 1] and list(history["train/loss"]) == [0.9, 0.5]
+    assert np.isnan(history["val/mAP"][0]) and history["val/mAP"][1] == 0.75
+
+
+@pytest.mark.parametrize("text", [None, "", "epoch,val/mAP\n0,high\n", "val/mAP\n0.5\n"])
+def test_a_missing_or_unreadable_history_is_none(tmp_path, text):
+    save_history(tmp_path, [])  # nothing to keep: no file
+    if text is not None:
+        (tmp_path / HISTORY_FILE).write_text(text)
+    assert load_history(tmp_path) is None

@@ -13,7 +13,8 @@ import pytest
 from mlic.errors import MissingExtraError, MlicError
 from mlic.extras import EXTRAS, require
 
-HEAVY = ("lightning", "pytorch_lightning", "fastapi", "uvicorn", "onnxruntime", "onnx", "matplotlib")
+HEAVY = ("lightning", "pytorch_lightning", "fastapi", "uvicorn", "onnxruntime", "onnx", "matplotlib",
+         "mlflow", "tensorboard")  # fmt: skip
 
 
 def python(code: str) -> str:
@@ -47,6 +48,7 @@ def test_load_and_predict_import_neither_lightning_nor_fastapi(make_artifact):
     ("fastapi", "serve", "import mlic.serve"),
     ("onnxruntime", "onnx", "from mlic.export import export_onnx; export_onnx({path!r})"),
     ("onnxruntime", "onnx", "import mlic; mlic.load({path!r}, runtime='onnx')"),
+    ("mlflow", "track", "from mlic.training import train; train(logger=['mlflow'], out={path!r} + '-run')"),
 ])  # fmt: skip
 def test_a_missing_extra_is_an_error_that_names_it(make_artifact, blocked, extra, call):
     path = str(make_artifact().path)
@@ -79,5 +81,5 @@ def test_mlic_serve_without_the_extra_is_one_line_naming_it(make_artifact):
 
 def test_require_checks_without_importing():
     require("serve", "this test")  # installed with the test extra
-    assert set(EXTRAS) == {"serve", "onnx", "stream"}
+    assert set(EXTRAS) == {"serve", "onnx", "stream", "track"}
     assert issubclass(MissingExtraError, MlicError | ImportError)

@@ -196,6 +196,33 @@ def test_labels_without_positives_are_listed(report):
     assert "label_1" in listed and "label_0" not in listed
 
 
+def history(epochs: int = 6) -> dict[str, np.ndarray]:
+    """A training history as ``load_history`` reads it: validation mAP best at epoch 3, one figure missing."""
+    e = np.arange(epochs, dtype=np.float64)
+    m_ap = np.array([0.2, 0.4, 0.5, 0.6, 0.55, 0.58])[:epochs]
+    f1 = m_ap - 0.1
+    f1[0] = np.nan  # not logged that epoch
+    return {"epoch": e, "train/loss": 1 / (1 + e), "val/loss": 1.2 / (1 + e) + 0.05 * e, "val/mAP": m_ap,
+            "val/micro_f1": f1, "val/count_accuracy": 0.5 + e / 20,
+            "val/size_accuracy": 0.6 + e / 30}  # fmt: skip
+
+
+def test_training_curves_are_drawn_from_a_history_and_absent_without(report, tmp_path):
+    assert "training" not in {a.get("id") for _, a in read(report["path"])[1].tags}
+    path = write_report(tmp_path / "out", max_worst=0, history=history(), **inputs(DIGITS, n=20, seed=2))
+    page = check_offline(path)
+    assert "training" in {a.get("id") for _, a in page.tags}
+    assert {"href": "#training"} in page.all("a")
+    assert "img/training_curves.png" in [a["src"] for a in page.all("img")]
+    text = path.read_text(encoding="utf-8").split('id="training"')[1].split("</section>")[0]
+    assert "6 epoch(s)" in text and "best validation mAP 0.6000 at epoch 3" in text
+    one = write_report(tmp_path / "one", max_worst=0, history=history(1), **inputs(DIGITS, n=20, seed=2))
+    assert "best validation mAP 0.2000 at epoch 0" in one.read_text(encoding="utf-8")
+    empty = {"epoch": np.arange(3.0), "val/mAP": np.full(3, np.nan)}  # nothing to draw: no section
+    none = write_report(tmp_path / "none", max_worst=0, history=empty, **inputs(DIGITS, n=20, seed=2))
+    assert 'id="training"' not in none.read_text(encoding="utf-8")
+
+
 def test_image_files_are_copied_so_the_report_can_move(tmp_path):
     kw = inputs(DIGITS, n=20, seed=1, files=tmp_path / "images")
     path = write_report(tmp_path / "report", max_worst=5, **kw)

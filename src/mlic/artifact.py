@@ -16,10 +16,17 @@ keeps the map under ``calibration`` and is written as format version 2, so
 that an mlic too old to apply it refuses the artifact instead of reading its
 re-expressed thresholds against uncalibrated probabilities; without
 calibration it is written as version 1, as before.
+
+An artifact that training wrote also holds ``history.csv``: the run's figures
+per epoch (``epoch``, ``train/loss``, ``val/loss``, ``val/mAP``, ...), so that
+the evaluation report draws the training curves after the run directory is
+gone. It is optional, and nothing but the report reads it.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -44,6 +51,7 @@ UNCALIBRATED_FORMAT_VERSION = 1
 """The format of an artifact without calibration: what mlic wrote before calibration existed."""
 CONFIG_FILE = "mlic.json"
 WEIGHTS_FILE = "model.safetensors"
+HISTORY_FILE = "history.csv"
 MAX_INPUT_SIDE = 8192
 """The largest input side an artifact may describe (a guard against a damaged size allocating memory)."""
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
@@ -155,6 +163,34 @@ def save_artifact(
     )
     artifact.save_config()
     return artifact
+
+
+def save_history(path: str | Path, rows: list[dict[str, float]]) -> None:
+    """Write the per-epoch figures of the run (one dict per epoch) as ``history.csv``; nothing if none."""
+    if not rows:
+        return
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(Path(path) / HISTORY_FILE, text.getvalue())
+
+
+def load_history(path: str | Path) -> dict[str, np.ndarray] | None:
+    """The artifact's ``history.csv`` as one float array per column (NaN where a figure was not logged),
+    rows in epoch order; None when the artifact has none or it cannot be read (it is only drawn)."""
+    file = Path(path) / HISTORY_FILE
+    try:
+        with open(file, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        columns = {k: np.array([float(r[k]) if r.get(k) else np.nan for r in rows]) for k in rows[0]}
+    except (OSError, ValueError, TypeError, IndexError, UnicodeDecodeError, csv.Error):
+        return None
+    if "epoch" not in columns:
+        return None
+    order = np.argsort(columns["epoch"], kind="stable")
+    return {k: v[order] for k, v in columns.items()}
 
 
 def load_artifact(path: str | Path) -> Artifact:

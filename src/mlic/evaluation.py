@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlic.artifact import load_history
 from mlic.data.formats import load_data
 from mlic.data.manifest import Manifest
 from mlic.errors import ConfigError
@@ -62,7 +63,8 @@ def evaluate(
     folder of the data, linked from the report. Decisions follow the
     artifact's rule (its thresholds, or top-k). With ``report``, also writes
     an HTML report into that folder, with the label maps of the
-    worst-predicted images. ``runtime`` and ``precision`` pick the network
+    worst-predicted images and, for an artifact that training wrote, the
+    run's training curves. ``runtime`` and ``precision`` pick the network
     (as ``Predictor``'s; a given ``Predictor`` keeps its own); below float32,
     ``parity`` also runs float32 on the same images and adds ``parity``: how
     many decisions agree, and both mAPs.
@@ -94,6 +96,7 @@ def evaluate(
             label_score=probs.labels, attr_true=manifest.attributes, attr_probs=probs.attributes,
             thresholds=predictor.artifact.thresholds, images=manifest, audit=audit, explain=explain,
             uncalibrated_score=None if raw is None else raw.labels,
+            history=load_history(predictor.artifact.path),
         ))  # fmt: skip
     return figures
 

@@ -19,6 +19,12 @@ mistakes and decisions (``mlic.models.maps``), mistakes first.
 (every known label entry pooled into equal-width bins; the uncalibrated
 probabilities beside them when given), the expected calibration error and
 Brier score, and the labels with the largest ECE (``mlic.metrics.calibration``).
+
+**Training curves**, given the history of the run that trained the model (the
+artifact's ``history.csv``, ``mlic.artifact.load_history``), draw each figure
+logged per epoch against the epoch, training and validation on the same axes,
+as Keras users plot a model's training history: the loss, mAP, micro-F1 and
+the attributes' accuracy. Without a history the section is left out.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageOps
 
 from mlic.data.manifest import Manifest
@@ -71,6 +78,7 @@ def write_report(
     audit: str | Path | None = None,
     explain: Callable[[Sequence[int]], Any] | None = None,
     uncalibrated_score: np.ndarray | None = None,
+    history: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write an offline HTML report of an evaluation to ``directory/index.html``; return its path.
 
@@ -85,6 +93,8 @@ def write_report(
     row indices to their label maps (``Predictor.explain``'s ``LabelMaps``), to draw
     the maps of the worst images; ``uncalibrated_score``: the label probabilities
     before calibration, float [N, L], drawn beside them in the reliability diagram.
+    ``history``: the training run's figures per epoch, one array per column with
+    ``epoch`` among them (NaN where not logged), drawn as training curves.
     ``audit``: the folder of an ``mlic audit`` of the data, linked with its counts.
     The folder is created; a file in its place raises ``ConfigError``, inputs that
     do not fit ``DataError``.
@@ -112,6 +122,9 @@ def write_report(
     d = dict(c, schema=schema, figures=figures, out=out, pred=c["y_score"] >= c["thresholds"])
     d["per"] = _per_label(d)
     sections = [("summary", "Summary", _summary(d))]
+    curves = _history_panels(history)
+    if curves:
+        sections.append(("training", "Training curves", _training(d, history["epoch"], curves)))
     if schema.n_labels:
         sections += [
             ("labels", "Per-label figures", _label_table(d)),
@@ -187,6 +200,56 @@ def _summary(d: dict) -> str:
         if v is not None
     )
     return f'<div class="cards">{cards_html}</div>' + _table(["metric", "at the thresholds", "at 0.5"], rows)
+
+
+def _history_panels(history: dict[str, np.ndarray] | None) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
+    """The training-curve panels of a history: (title, [(curve label, values per epoch)]), the loss first,
+    then mAP, micro-F1, the attributes' accuracy together, then any other figure; none without a history.
+
+    Columns are named ``train/NAME`` or ``val/NAME`` (as training logs them); each
+    NAME is one panel, but ``*_accuracy``, one curve per attribute in one panel.
+    """
+    if not history or "epoch" not in history:
+        return []
+    splits = {"train": "training", "val": "validation"}
+    panels: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for column, values in history.items():
+        if column == "epoch" or np.isnan(values).all():
+            continue
+        split, _, name = column.rpartition("/")
+        where = splits.get(split, split)
+        if name.endswith("_accuracy"):
+            attribute = name.removesuffix("_accuracy")
+            panels.setdefault("attribute accuracy", []).append((f"{attribute} ({where or 'logged'})", values))
+        else:
+            panels.setdefault(name, []).append((where or name, values))
+    first = ["loss", "mAP", "micro_f1", "attribute accuracy"]
+    order = [n for n in first if n in panels] + [n for n in panels if n not in first]
+    return [(name, panels[name]) for name in order]
+
+
+def _training(d: dict, epochs: np.ndarray, panels: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> str:
+    """The training curves, four panels a row, with the epoch of the best validation figure named."""
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(4.4 * columns, 3.6 * rows), layout="constrained")
+    first = None
+    for k, (name, curves) in enumerate(panels):
+        ax = fig.add_subplot(rows, columns, k + 1, sharex=first)  # every panel spans every epoch
+        first = first or ax
+        for label, values in curves:
+            known = ~np.isnan(values)
+            ax.plot(epochs[known], values[known], "o-", markersize=3, label=_tex(label))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _axes(ax, _tex(name), "epoch", _tex(name))
+    note = f"<p>{len(epochs)} epoch(s) of the run that trained the model (its <code>history.csv</code>)"
+    for name, curves in panels:
+        best = dict(curves).get("validation")
+        if name in ("mAP", "micro_f1") and best is not None and not np.isnan(best).all():
+            j = int(np.nanargmax(best))
+            note += f"; best validation {esc(name)} {best[j]:.4f} at epoch {epochs[j]:g}"
+    note += ". The artifact keeps the weights of the epoch with the lowest validation loss.</p>"
+    return note + _img(_save(fig, d, "training_curves.png"), "training curves")
 
 
 def _label_table(d: dict) -> str:

@@ -41,6 +41,7 @@ def test_evaluate_writes_a_report_that_references_only_its_own_files(tiny_run, t
 
     sources = re.findall(r'<img[^>]+src="([^"]+)"', page)
     assert sources and all((tmp_path / "report" / s).is_file() for s in sources)
+    assert 'id="training"' in page and "img/training_curves.png" in sources  # from the artifact's history
 
 
 def test_calibrate_probabilities_from_the_command_line(tiny_run, tmp_path):

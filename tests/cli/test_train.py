@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,25 @@ def test_config_json_holds_resolved_values(tiny_run):
     for name in ("image_size", "augment", "hflip", "precision", "num_workers"):
         assert saved[name] is not None, name
     assert list(saved) == list(OPTIONS)
+
+
+def test_logger_is_repeatable_and_read_from_a_config_file(tmp_path):
+    assert yaml.safe_load(invoke("train", "--print-config"))["logger"] == ["csv"]
+    printed = invoke("train", "--logger", "tensorboard", "--logger", "mlflow", "--print-config")
+    assert yaml.safe_load(printed)["logger"] == ["tensorboard", "mlflow"]
+    (tmp_path / "run.yaml").write_text("logger: [csv, mlflow]\nmlflow_uri: sqlite:///elsewhere.db\n")
+    values = yaml.safe_load(invoke("train", "--config", tmp_path / "run.yaml", "--print-config"))
+    assert values["logger"] == ["csv", "mlflow"] and values["mlflow_uri"] == "sqlite:///elsewhere.db"
+    output = invoke("train", "--logger", "wandb", "--print-config", code=2)
+    assert output == "error: logger must be among ['csv', 'tensorboard', 'mlflow'], got 'wandb'\n"
+
+
+def test_a_missing_tracker_package_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+    output = invoke("train", "--logger", "tensorboard", "--out", tmp_path / "run", *TINY_ARGS, code=2)
+    extra = "'track' extra (tensorboard not installed): pip install 'mlic[track]'"
+    assert output == f"error: --logger tensorboard needs the {extra}\n"
+    assert not (tmp_path / "run").exists()  # refused before anything was read or written
 
 
 TINY_ARGS = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import signal
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 from helpers import TINY, write_png_split
-from mlic.artifact import load_artifact
+from mlic.artifact import load_artifact, load_history
 from mlic.data import multidigits
 from mlic.errors import ConfigError, DataError
 from mlic.models.calibration import MIN_ECE_FALL
@@ -34,6 +35,15 @@ def test_run_directory_holds_config_checkpoints_logs_and_artifact(tiny_run):
     assert artifact.preprocessing.hflip is False  # digits must not be mirrored
     assert artifact.training["train_images"] == TINY["demo_train"]
     assert set(artifact.training["validation"]) >= {"mAP", "micro_f1", "count_accuracy", "largest_accuracy"}
+
+
+def test_the_artifact_keeps_the_runs_history_per_epoch(tiny_run):
+    history = load_history(tiny_run / "artifact")
+    assert list(history["epoch"]) == list(range(TINY["max_epochs"]))
+    assert {"train/loss", "val/loss", "val/mAP", "val/micro_f1"} <= set(history)
+    with open(tiny_run / "logs" / "metrics.csv", newline="") as f:
+        logged = [float(row["val/mAP"]) for row in csv.DictReader(f) if row.get("val/mAP")]
+    assert list(history["val/mAP"]) == pytest.approx(logged)
 
 
 def test_thresholds_are_per_label_and_within_unit_interval(tiny_run):

@@ -2,14 +2,16 @@
 
 A run directory holds ``config.json`` (the resolved ``TrainConfig``),
 ``checkpoints/`` (``last.ckpt`` to resume, ``best.ckpt``), ``logs/`` (CSV
-metrics per epoch), ``bad_images.txt`` when images were skipped, and
-``artifact/``, which ``train`` returns.
+metrics per epoch, and the TensorBoard or MLflow trackers of ``--logger``),
+``bad_images.txt`` when images were skipped, and ``artifact/``, which
+``train`` returns.
 
 - ``config``: ``TrainConfig``, one declaration per option (light: the command line reads it);
 - ``defaults``: ``resolve``, the defaults that depend on the data and the machine, filled in;
 - ``datamodule``: train / validation split, loaders, per-process shards, image cache;
 - ``module``: the Lightning module (loss, optimiser, validation figures);
 - ``checkpoints``, ``metrics_log``: atomic, pickle-free checkpoints; the per-epoch CSV log;
+- ``trackers``: TensorBoard and MLflow through Lightning's loggers (``--logger``);
 - ``run``: ``train`` itself and the artifact it writes.
 
 The names below load their module on first use, so that reading the options

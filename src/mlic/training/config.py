@@ -54,6 +54,10 @@ RESUMABLE = (
     "checkpoint_steps", "checkpoint_minutes", "progress",
 )  # fmt: skip
 """Options that ``--resume`` may change: how long and where the run goes on, not what it trains."""
+LOGGERS = ("csv", "tensorboard", "mlflow")
+"""Values of ``logger``: where the per-epoch figures go. ``logs/metrics.csv`` is written whatever the choice
+(the run's own readers need it), so ``csv`` adds nothing to it; ``tensorboard`` and ``mlflow`` add those
+trackers (``mlic.training.trackers``), which need the ``track`` extra."""
 
 
 def option(
@@ -262,12 +266,25 @@ class TrainConfig:
     )
     progress: bool = option(True, "Show a progress bar and the model summary.", group="runtime",
                             flag="--progress/--no-progress")  # fmt: skip
+    logger: list[str] = option(
+        help="Experiment tracker, repeatable: csv (RUN/logs/metrics.csv, always written), tensorboard "
+        "(RUN/logs/tensorboard) or mlflow (a local store in RUN/logs/mlflow.db, or --mlflow-uri); the "
+        "configuration, per-epoch figures and final validation figures go to each. Needs mlic[track].",
+        group="runtime", flag="--logger", cli=list, cli_type=list[str] | None, factory=lambda: ["csv"],
+    )  # fmt: skip
+    mlflow_uri: str | None = option(
+        None, "MLflow tracking URI for --logger mlflow (default: $MLFLOW_TRACKING_URI if set, else the "
+        "run's own sqlite:///RUN/logs/mlflow.db).", group="runtime",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFER:
             raise ConfigError(f"transfer must be one of {list(TRANSFER)}, got {self.transfer!r}")
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"calibration must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")
+        unknown = [name for name in self.logger if name not in LOGGERS]
+        if unknown:
+            raise ConfigError(f"logger must be among {list(LOGGERS)}, got {unknown[0]!r}")
         if self.backbone_lr_scale is not None and not self.backbone_lr_scale > 0:
             raise ConfigError(f"backbone_lr_scale must be positive, got {self.backbone_lr_scale!r}")
 
@@ -333,7 +350,7 @@ def check_value(name: str, value: Any) -> Any:
 
 
 _WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", dict: "a mapping",
-          type(None): "null"}  # fmt: skip
+          list: "a list", type(None): "null"}  # fmt: skip
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:

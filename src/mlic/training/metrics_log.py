@@ -1,4 +1,5 @@
-"""``MetricsLog``: the run's ``logs/metrics.csv``, written so that a kill never damages it."""
+"""``MetricsLog``: the run's ``logs/metrics.csv``, written so that a kill never damages it; ``epoch_history``:
+the per-epoch figures of a run's logs, one row per epoch, for the artifact's ``history.csv``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from mlic.fileio import atomic_write_text
 
 FLUSH_EVERY = 100
 """Rows collected between writes (besides the write at each checkpoint and at the end)."""
+STEP_LOSS = "train/loss"
+"""The training loss of single steps (every few steps); the history's ``train/loss`` is the epoch's mean."""
+EPOCH_LOSS = "train/loss_epoch"
+"""The training loss averaged over an epoch's images, logged at the epoch's end."""
 
 
 class MetricsLog(Logger):
@@ -80,3 +85,40 @@ class MetricsLog(Logger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self.save()
+
+
+def log_files(logs: Path) -> list[Path]:
+    """The run's ``metrics.csv`` files in the order they were written: the first, then each resume's."""
+    resumes = sorted(logs.glob("resume-*/metrics.csv"), key=lambda p: int(p.parent.name.split("-")[1]))
+    return [path for path in [logs / "metrics.csv", *resumes] if path.is_file()]
+
+
+def epoch_history(logs: str | Path) -> list[dict[str, float]]:
+    """One row per epoch of a run's logs: ``epoch`` and every figure logged once an epoch (the validation
+    figures), with ``train/loss`` the epoch's mean training loss.
+
+    Where a resume repeats an epoch (from a checkpoint within it), its figures
+    replace the first ones. Logs written before ``train/loss_epoch`` existed give
+    the mean of the logged step losses instead.
+    """
+    epochs: dict[int, dict[str, float]] = {}
+    steps: dict[int, list[float]] = {}
+    for path in log_files(Path(logs)):
+        with open(path, encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f):
+                if not row.get("epoch"):
+                    continue
+                epoch = int(float(row["epoch"]))
+                figures = {k: float(v) for k, v in row.items() if k not in ("epoch", "step") and v}
+                if STEP_LOSS in figures:
+                    steps.setdefault(epoch, []).append(figures.pop(STEP_LOSS))
+                epochs.setdefault(epoch, {}).update(figures)
+    history = []
+    for epoch in sorted(epochs):
+        figures = epochs[epoch]
+        loss = figures.pop(EPOCH_LOSS, None)
+        if loss is None and steps.get(epoch):
+            loss = sum(steps[epoch]) / len(steps[epoch])
+        if figures or loss is not None:
+            history.append({"epoch": epoch, **({STEP_LOSS: loss} if loss is not None else {}), **figures})
+    return history

@@ -36,7 +36,7 @@ class MultiLabelModule(L.LightningModule):
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.loss = loss
         self.channels_last = channels_last
-        self.save_hyperparameters(ignore=["model", "loss"])
+        self.save_hyperparameters(ignore=["model", "loss"], logger=False)  # the trackers get the whole config
         # a compiled forward *function*, not module: the state dict keeps the model's own keys
         self._model_forward = torch.compile(self.model.forward) if compile else self.model.forward
         self._val_logits: list[torch.Tensor] = []
@@ -57,6 +57,8 @@ class MultiLabelModule(L.LightningModule):
         images, labels, attributes = batch
         out = self.loss(self(images), labels, attributes)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=len(images))
+        self.log("train/loss_epoch", out["loss"], on_step=False, on_epoch=True, batch_size=len(images),
+                 sync_dist=True)  # fmt: skip
         return out["loss"]
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -14,7 +14,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
 
-from mlic.artifact import Artifact, save_artifact
+from mlic.artifact import Artifact, save_artifact, save_history
 from mlic.data.images import (
     Decoding,
     ImageCache,
@@ -39,8 +39,9 @@ from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint
 from mlic.training.config import TrainConfig, loss_summary, parse_devices, read_run_config
 from mlic.training.datamodule import DataModule, image_cache, load_splits
 from mlic.training.defaults import resolve, resolve_preprocessing, uses_cuda
-from mlic.training.metrics_log import MetricsLog
+from mlic.training.metrics_log import MetricsLog, epoch_history
 from mlic.training.module import MultiLabelModule, build_loss, validation_figures
+from mlic.training.trackers import check_trackers, log_final, make_trackers
 from mlic.training.transfer import (
     MAX_BANK_BYTES,
     Embedded,
@@ -106,6 +107,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         config = config or TrainConfig.from_dict(options)
         run_dir = Path(config.out) if config.out else default_run_dir()
     config = resolve(replace(config, out=str(run_dir)))
+    check_trackers(config.logger)  # a missing package fails before the data is read
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = load_splits(config)
     preprocessing = resolve_preprocessing(config)
@@ -142,6 +144,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if resume is None:
         bad_log.unlink(missing_ok=True)
     atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    trackers = make_trackers(config, run_dir, resumed=resume is not None)
     checkpoints = run_dir / "checkpoints"
     callbacks = checkpoint_callbacks(
         checkpoints, steps=config.checkpoint_steps, minutes=config.checkpoint_minutes
@@ -156,7 +159,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         precision=config.precision,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        logger=metrics_log(run_dir, resumed=resume is not None),
+        logger=[metrics_log(run_dir, resumed=resume is not None), *trackers],
         deterministic=config.deterministic,
         enable_progress_bar=config.progress,
         enable_model_summary=config.progress,
@@ -179,6 +182,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if (checkpoints / BEST).is_file():
         module.load_state_dict(load_checkpoint(checkpoints / BEST)["state_dict"])
     artifact = finish(module.model, preprocessing, data, run_dir / "artifact", config, trainer, seconds)
+    save_history(artifact.path, epoch_history(run_dir / "logs"))  # the report's training curves
+    log_final(trackers, artifact, trainer.global_step)
     if artifact.training["bad_images"]:
         n = artifact.training["bad_images"]
         warnings.warn(f"{n} unreadable image(s) were skipped; they are listed in {bad_log}", stacklevel=2)
