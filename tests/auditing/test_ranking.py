@@ -39,7 +39,10 @@ def naive_thresholds(y, p, m=PRIOR_POSITIVES):
     for j in range(y.shape[1]):
         pos = [p[i, j] for i in range(len(y)) if y[i, j] == 1 and not math.isnan(p[i, j])]
         neg = [p[i, j] for i in range(len(y)) if y[i, j] == 0 and not math.isnan(p[i, j])]
-        missing.append((sum(pos) + m * pooled) / (len(pos) + m) if pos else np.nan)
+        if not pos:
+            missing.append(np.nan)
+        else:
+            missing.append(pooled if math.isinf(m) else (sum(pos) + m * pooled) / (len(pos) + m))
         wrong.append(np.mean(neg) if neg else np.nan)
     return np.array(missing), np.array(wrong)
 
