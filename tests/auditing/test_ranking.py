@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mlic.auditing.ranking import KINDS, label_thresholds, logit, rank_suggestions
+from mlic.auditing.ranking import KINDS, PRIOR_POSITIVES, label_thresholds, logit, rank_suggestions
 from mlic.data.targets import LabelLists
 from mlic.errors import ConfigError, DataError
 
@@ -29,12 +29,20 @@ def case(n: int = 80, n_labels: int = 7, seed: int = 0, fill: int = 0, nan: bool
     return y, p, lists
 
 
-def naive_thresholds(y, p):
+def naive_thresholds(y, p, m=PRIOR_POSITIVES):
+    """Loops: a label's positives' mean with m more at the mean of all labels'; its negatives' mean."""
+    every = [
+        p[i, j] for i in range(len(y)) for j in range(y.shape[1]) if y[i, j] == 1 and not math.isnan(p[i, j])
+    ]
+    pooled = np.mean(every)
     missing, wrong = [], []
     for j in range(y.shape[1]):
         pos = [p[i, j] for i in range(len(y)) if y[i, j] == 1 and not math.isnan(p[i, j])]
         neg = [p[i, j] for i in range(len(y)) if y[i, j] == 0 and not math.isnan(p[i, j])]
-        missing.append(np.mean(pos) if pos else np.nan)
+        if not pos:
+            missing.append(np.nan)
+        else:
+            missing.append(pooled if math.isinf(m) else (sum(pos) + m * pooled) / (len(pos) + m))
         wrong.append(np.mean(neg) if neg else np.nan)
     return np.array(missing), np.array(wrong)
 
@@ -62,10 +70,11 @@ def naive_suggestions(y, p, min_confidence):
 
 
 @pytest.mark.parametrize("fill", [0, -1])
-def test_thresholds_match_a_naive_loop(fill):
+@pytest.mark.parametrize("m", [PRIOR_POSITIVES, 0.0, 5.0])
+def test_thresholds_match_a_naive_loop(fill, m):
     y, p, lists = case(fill=fill)
-    th = label_thresholds(p, lists)
-    missing, wrong = naive_thresholds(y, p)
+    th = label_thresholds(p, lists, prior_positives=m)
+    missing, wrong = naive_thresholds(y, p, m)
     np.testing.assert_allclose(th.missing, missing, rtol=1e-5)
     np.testing.assert_allclose(th.wrong, wrong, rtol=1e-5)
     assert np.isnan(th.missing[2])
@@ -118,21 +127,45 @@ def test_order_of_images_does_not_change_the_suggestions():
     }
 
 
-def test_each_label_is_judged_by_its_own_scores():
-    """Label 1's scores are all low (a rare, hard label): its missing positive still ranks with label 0's."""
+def test_a_label_with_many_positives_is_judged_by_its_own_scores():
+    """Label 1's positives all score low: with enough of them, its missing positive ranks with label 0's."""
     y = np.zeros((40, 2), np.int8)
     y[:10, 0] = 1
     y[:10, 1] = 1
     p = np.full((40, 2), 0.02, np.float32)
     p[:10, 0], p[:10, 1] = 0.9, 0.2  # label 1's positives score 0.2 only
     p[20, 0], p[21, 1] = 0.9, 0.2  # one missing positive each, at its label's typical positive score
-    s = rank_suggestions(p, LabelLists.from_dense(y))
+    s = rank_suggestions(p, LabelLists.from_dense(y), prior_positives=0)  # 10 positives weigh as thousands
     top = {(int(i), int(j)) for i, j in zip(s.image[:2], s.label[:2])}
     assert top == {(20, 0), (21, 1)}
     assert s.kind[:2].tolist() == [0, 0] and s.confidence[:2].tolist() == [1.0, 1.0]
     # a single global cut at 0.5 would have missed (21, 1)
     assert p[21, 1] < 0.5
     assert s.table["likely_missing"].tolist() == [1, 1]
+
+
+def test_a_rare_label_the_model_barely_finds_does_not_flood_the_top():
+    """Label 1 has 3 positives scored 0.06 among negatives scored 0.05-0.08: by its own mean (0.06) its
+    negatives would look at least as likely missing as label 0's hidden positives; pooled, they do not."""
+    rng = np.random.default_rng(0)
+    truth = np.zeros((400, 2), bool)
+    truth[:200, 0] = True
+    truth[:3, 1] = True
+    given = truth.copy()
+    hidden = np.arange(140, 200)  # 30% of label 0's positives not given
+    given[hidden, 0] = False
+    p = np.where(truth, 0.0, rng.uniform(0.0, 0.05, truth.shape)).astype(np.float32)
+    p[:200, 0] = rng.uniform(0.6, 0.8, 200)
+    p[:, 1] = rng.uniform(0.05, 0.08, len(p))
+    p[:3, 1] = 0.06
+    lists = LabelLists.from_dense(given.astype(np.int8))
+    pooled = rank_suggestions(p, lists, min_confidence=None, limit=len(hidden), kinds=("missing",))
+    assert set(pooled.image.tolist()) == set(hidden.tolist()) and set(pooled.label.tolist()) == {0}
+    own = rank_suggestions(
+        p, lists, min_confidence=None, limit=len(hidden), kinds=("missing",), prior_positives=0
+    )
+    assert (own.label == 1).sum() > len(hidden) // 2  # most of the top N: the flood the pooling stops
+    assert pooled.thresholds.missing[1] > 0.5 > own.thresholds.missing[1]
 
 
 def test_wrong_positive_ranks_first():
@@ -171,3 +204,5 @@ def test_bad_scores_and_bounds_are_refused():
         rank_suggestions(p, lists, min_confidence=0)
     with pytest.raises(ConfigError, match="kinds"):
         rank_suggestions(p, lists, kinds=("absent",))
+    with pytest.raises(ConfigError, match="prior_positives"):
+        rank_suggestions(p, lists, prior_positives=-1)

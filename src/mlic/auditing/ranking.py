@@ -4,22 +4,35 @@ The confident-learning idea (Northcutt, Jiang and Chuang, 2021, "Confident
 Learning: Estimating Uncertainty in Dataset Labels", JAIR) applied to each
 label as its own yes/no task, with mlic's unknown targets:
 
-- label ``j``'s **missing threshold** ``t+_j`` is the mean out-of-sample
-  probability of its given positives, and its **wrong threshold** ``t-_j`` the
-  mean over its given negatives (0). Each label is judged against its own
-  score distribution, never one global cut.
+- the **missing threshold** ``t+`` is the data set's label frequency ``c``:
+  the mean out-of-sample probability of the given positives of every label,
+  pooled (``label_thresholds``; ``prior_positives`` mixes in each label's own
+  mean). Label ``j``'s **wrong threshold** ``t-_j`` is the mean over its own
+  given negatives (0).
 - an (image, label) pair whose target is 0 or unknown is a **missing**
-  candidate with score ``logit(p) - logit(t+_j)``; a given positive is a
+  candidate with score ``logit(p) - logit(t+)``; a given positive is a
   **wrong** candidate with score ``logit(t-_j) - logit(p)``. A score of 0 or
-  more is "confident" in the sense of confident learning (``p >= t+_j``,
+  more is "confident" in the sense of confident learning (``p >= t+``,
   ``p <= t-_j``).
 - ``exp(score)``, capped at 1, is the suggestion's **confidence**. For a
   missing candidate it is Elkan and Noto's (2008, "Learning classifiers from
   only positive and unlabeled data", KDD) probability that an unlabelled pair
-  is a positive, ``odds(p) / odds(c)``, with the label frequency ``c``
-  estimated by ``t+_j``: where a share of the positives was never written
-  down, a model trained on those labels scores a true positive near ``c``,
-  not near 1, so the cut at ``p >= t+_j`` alone would miss half of them.
+  is a positive, ``odds(p) / odds(c)``: where a share of the positives was
+  never written down, a model trained on those labels scores a true positive
+  near ``c``, not near 1, so the cut at ``p >= c`` alone would miss half of
+  them.
+
+Why one pooled ``c`` rather than each label's own mean (as confident learning
+has it): a label's mean score over its given positives mixes how often its
+positives go unwritten with how well the model finds the label. The low mean
+of a rare or hard label mostly says the latter, and dividing by it lifted
+every unlabelled pair of that label towards the top. With 30% of the
+positives hidden, the hidden ones found among the top N were, per-label means
+against pooled: Corel-5k, frozen features, 0.063 against 0.400; MultiDigits,
+K trainings, 0.963 against 0.965; MultiDigits, frozen features, 0.448
+against 0.474. Mixing 1,000 positives' worth of the pooled mean into each
+label's (``prior_positives=1000``) gave 0.402, 0.965 and 0.459: level on
+the first two, worse on the third.
 
 Everything is vectorised: the dense scores are made block by block of rows
 and only the best ``limit`` (or those above ``min_confidence``) are kept
@@ -44,6 +57,9 @@ KINDS = (MISSING, WRONG)
 EPS = 1e-6
 """Probabilities are clipped to [EPS, 1 - EPS] before their logit."""
 DEFAULT_MIN_CONFIDENCE = 0.5
+PRIOR_POSITIVES = math.inf
+"""The weight, in positives, of the pooled mean in each label's missing threshold (``label_thresholds``);
+infinite: the pooled mean alone."""
 BLOCK_ENTRIES = 1 << 23
 """Dense scores are made for this many (image, label) pairs at a time (32 MB of float32)."""
 
@@ -52,7 +68,8 @@ BLOCK_ENTRIES = 1 << 23
 class LabelThresholds:
     """Per-label confident thresholds and the counts they come from (arrays ``[L]``).
 
-    ``missing``: mean probability over given positives (NaN without any);
+    ``missing``: mean probability over the given positives of all labels (``label_thresholds``; NaN for
+    a label without a given positive);
     ``wrong``: mean probability over given negatives (NaN without any).
     """
 
@@ -122,8 +139,20 @@ def _blocks(n: int, n_labels: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + step)) for a in range(0, n, step)]
 
 
-def label_thresholds(probs: np.ndarray, targets: LabelLists) -> LabelThresholds:
-    """Each label's confident thresholds: mean probability of its given positives, and of its negatives."""
+def label_thresholds(
+    probs: np.ndarray, targets: LabelLists, *, prior_positives: float = PRIOR_POSITIVES
+) -> LabelThresholds:
+    """Each label's confident thresholds: mean probability of its given positives, and of its negatives.
+
+    The missing threshold is ``(sum_j + m * pooled) / (n_j + m)``: label ``j``'s
+    ``n_j`` given positives scoring ``sum_j`` in all, with ``m`` =
+    ``prior_positives`` more at ``pooled``, the mean over every label's given
+    positives. The default, infinite ``m``, is ``pooled`` for every label;
+    ``m`` = 0 each label's own mean. A label without a given positive has
+    none either way.
+    """
+    if not prior_positives >= 0:
+        raise ConfigError(f"prior_positives must be at least 0, got {prior_positives}")
     probs = check_scores(probs, targets)
     n, n_labels = probs.shape
     rows, cols, values = entry_rows(targets.indptr), targets.indices.astype(np.int64), targets.values
@@ -148,7 +177,13 @@ def label_thresholds(probs: np.ndarray, targets: LabelLists) -> LabelThresholds:
         neg_sum, neg_n = sums(values == 0)
         unk_n = unk_n + np.maximum(0, _scored_per_label(probs) - pos_n - neg_n - unk_n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        missing = np.where(pos_n > 0, pos_sum / np.maximum(pos_n, 1), np.nan)
+        pooled = pos_sum.sum() / pos_n.sum() if pos_n.sum() > 0 else 0.0
+        own = (
+            pooled
+            if math.isinf(prior_positives)
+            else (pos_sum + prior_positives * pooled) / (pos_n + prior_positives)
+        )
+        missing = np.where(pos_n > 0, own, np.nan)
         wrong = np.where(neg_n > 0, np.maximum(neg_sum, 0) / np.maximum(neg_n, 1), np.nan)
     return LabelThresholds(
         missing, wrong, pos_n.astype(np.int64), neg_n.astype(np.int64), unk_n.astype(np.int64)
@@ -169,6 +204,7 @@ def rank_suggestions(
     min_confidence: float | None = DEFAULT_MIN_CONFIDENCE,
     limit: int | None = None,
     kinds: tuple[str, ...] = KINDS,
+    prior_positives: float = PRIOR_POSITIVES,
 ) -> Suggestions:
     """Likely missing and likely wrong labels of ``targets``, from out-of-sample ``probs`` ``[N, L]``.
 
@@ -178,7 +214,8 @@ def rank_suggestions(
     at most ``limit`` of each kind (None: no cap); at least one of the two must
     bound the result. Pairs are ordered by score, highest first, both kinds in
     one list (ties by image, then label). ``table`` holds ``label_table``'s
-    figures, which count every pair whatever the bounds.
+    figures, which count every pair whatever the bounds. ``prior_positives``:
+    see ``label_thresholds``.
     """
     probs = check_scores(probs, targets)
     if min_confidence is None and limit is None:
@@ -191,7 +228,7 @@ def rank_suggestions(
     if unknown:
         raise ConfigError(f"unknown suggestion kinds {unknown}; valid: {list(KINDS)}")
     cut = -math.inf if min_confidence is None else math.log(min_confidence)
-    thresholds = label_thresholds(probs, targets)
+    thresholds = label_thresholds(probs, targets, prior_positives=prior_positives)
     parts, counts = [], {}
     for kind, find in ((MISSING, _missing), (WRONG, _wrong)):
         if kind in kinds:

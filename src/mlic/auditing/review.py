@@ -55,7 +55,7 @@ def _number(x: float, digits: int = 6) -> float | None:
 def reason(kind: str, label: str, p: float, threshold: float, confidence: float) -> str:
     """A sentence that says why a pair is suggested."""
     if kind == MISSING:
-        against = f"{label}'s threshold {threshold:.3f} (the mean score of its given positives)"
+        against = f"the threshold {threshold:.3f} (the mean score of every label's given positives)"
         if p >= threshold:
             return f"not given, but scored {p:.3f}, at or above {against}"
         return (
