@@ -42,7 +42,7 @@ from mlic.training.config import TrainConfig, loss_summary, parse_devices, read_
 from mlic.training.datamodule import DataModule, image_cache, load_splits
 from mlic.training.defaults import resolve, resolve_preprocessing, uses_cuda
 from mlic.training.metrics_log import MetricsLog, epoch_history
-from mlic.training.module import MultiLabelModule, build_loss, validation_figures
+from mlic.training.module import MultiLabelModule, WarmedUpEMA, build_loss, validation_figures
 from mlic.training.trackers import check_trackers, log_final, make_trackers
 from mlic.training.transfer import (
     MAX_BANK_BYTES,
@@ -151,6 +151,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     callbacks = checkpoint_callbacks(
         checkpoints, steps=config.checkpoint_steps, minutes=config.checkpoint_minutes
     )
+    if config.ema:  # before the checkpoint writers, which must save the average of the step they write
+        callbacks.insert(0, WarmedUpEMA(decay=config.ema))
     trainer = make_trainer(
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
