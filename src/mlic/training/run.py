@@ -223,7 +223,10 @@ def finish(
     scores for the decision rule come from a bank of the training images only;
     the validation images join the bank afterwards. Training streamed from
     shards has no label transfer: its bank would hold every training image.
-    The probability calibration is fitted on the same validation logits
+    Fine-tuned from pretrained weights, label transfer is also tried with a
+    frozen copy of the pretrained backbone (``Classifier.reference``), which
+    the artifact keeps only where that setting wins. The probability
+    calibration is fitted on the same validation logits
     (``auto``, the default: kept only where cross-validation shows it lowering
     the ECE), the rule's thresholds re-expressed on the calibrated
     probabilities, so that they decide as before, and the top-k balance chosen

@@ -16,6 +16,11 @@ from trading ranking quality for annotation where the classifier is already
 right: on MultiDigits the criterion alone picked votes only (alpha 1) and cost
 0.003 test mAP.
 
+Where the model carries a frozen copy of its pretrained backbone
+(``Classifier.reference``), the grid is searched twice: with the fine-tuned
+features alone, and with both networks' features joined; the copy stays only
+if the second wins.
+
 The validation images' scores used later for thresholds come from the
 training bank only, so that no image votes for itself; the validation images
 then join the bank, which the artifact keeps. See ``mlic.models.transfer`` for
