@@ -50,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="training data in any format mlic reads")
     p.add_argument("--test", help="held-out data; without it --holdout of --data is held out")
-    p.add_argument("--holdout", type=float, default=0.2, help="share of --data held out (stratified)")
+    p.add_argument("--holdout", type=float, default=0.2,
+                   help="share of --data held out (stratified), or a number of images if 1 or more "
+                        "(499: the classic Corel-5k protocol's test size)")  # fmt: skip
     p.add_argument("--weights", help="backbone weights file (e.g. tf_efficientnet_lite0.safetensors)")
     p.add_argument("--backbone", default="tf_efficientnet_lite0")
     p.add_argument("--image-size", type=int, default=160)
@@ -71,9 +73,9 @@ def prepare(args: argparse.Namespace, out: Path) -> tuple[str, str]:
     """The training and held-out data files: as given, or a stratified holdout of ``--data``."""
     if args.test:
         return args.data, args.test
-    splits = stratified_split(
-        load_data(args.data), {"train": 1 - args.holdout, "test": args.holdout}, args.seed
-    )
+    data = load_data(args.data)
+    share = args.holdout / len(data) if args.holdout >= 1 else args.holdout
+    splits = stratified_split(data, {"train": 1 - share, "test": share}, args.seed)
     files = write_splits(splits, out / "split", overwrite=True)
     return str(files["train"]), str(files["test"])
 

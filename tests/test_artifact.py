@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from helpers import fuzz, perturb_batchnorm
 from mlic.artifact import (
+    CALIBRATED_FORMAT_VERSION,
     CONFIG_FILE,
     FORMAT,
     FORMAT_VERSION,
@@ -436,7 +437,7 @@ def calibrated(artifact_dir: Path):
 def test_a_calibrated_artifact_is_format_2_and_round_trips(artifact_dir):
     saved = calibrated(artifact_dir)
     data = json.loads((artifact_dir / CONFIG_FILE).read_text())
-    assert data["format_version"] == FORMAT_VERSION == 2
+    assert data["format_version"] == CALIBRATED_FORMAT_VERSION == 2
     assert data["calibration"]["labels"]["dog"] == {"scale": 1.5, "bias": -0.5}
     assert data["calibration"]["attributes"] == {"size": {"temperature": 2.0}}
     back = load_artifact(artifact_dir).calibration

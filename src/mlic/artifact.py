@@ -15,7 +15,10 @@ An artifact whose probabilities are calibrated (``mlic.models.calibration``)
 keeps the map under ``calibration`` and is written as format version 2, so
 that an mlic too old to apply it refuses the artifact instead of reading its
 re-expressed thresholds against uncalibrated probabilities; without
-calibration it is written as version 1, as before.
+calibration it is written as version 1, as before. An artifact whose label
+transfer compares images with a frozen copy of the pretrained backbone as well
+(``model.transfer.reference``, its weights under ``reference.`` in
+``model.safetensors``) is written as format version 3, for the same reason.
 
 An artifact that training wrote also holds ``history.csv``: the run's figures
 per epoch (``epoch``, ``train/loss``, ``val/loss``, ``val/mAP``, ...), so that
@@ -45,8 +48,10 @@ from mlic.schema import LabelSchema
 from mlic.thresholds import POLICIES, Decision
 
 FORMAT = "mlic-artifact"
-FORMAT_VERSION = 2
-"""The newest format this mlic reads (and writes, for a calibrated artifact)."""
+FORMAT_VERSION = 3
+"""The newest format this mlic reads (and writes, for label transfer with a reference backbone)."""
+CALIBRATED_FORMAT_VERSION = 2
+"""The format of a calibrated artifact without a reference backbone."""
 UNCALIBRATED_FORMAT_VERSION = 1
 """The format of an artifact without calibration: what mlic wrote before calibration existed."""
 CONFIG_FILE = "mlic.json"
@@ -103,10 +108,16 @@ class Artifact:
             raise ArtifactError(f"{weights}: cannot load weights ({e})") from None
         return model.eval()
 
+    def format_version(self) -> int:
+        """The oldest format that holds everything this artifact keeps (see the module docstring)."""
+        if (self.model.transfer or {}).get("reference"):
+            return FORMAT_VERSION
+        return CALIBRATED_FORMAT_VERSION if self.calibration else UNCALIBRATED_FORMAT_VERSION
+
     def to_dict(self) -> dict:
         data = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION if self.calibration else UNCALIBRATED_FORMAT_VERSION,
+            "format_version": self.format_version(),
             "schema": self.schema.to_dict(),
             "model": self.model.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
@@ -272,8 +283,14 @@ def _model_config(value: object) -> ModelConfig:
 
 def _transfer(data: dict) -> None:
     """``model.transfer``: the label-transfer bank's shape and its mixing settings."""
-    if set(data) != {"size", "dim", "k", "temperature", "alpha"}:
-        raise ValueError(f"model.transfer must hold size, dim, k, temperature and alpha, got {sorted(data)}")
+    required = {"size", "dim", "k", "temperature", "alpha"}
+    if not required <= set(data) <= required | {"reference"}:
+        raise ValueError(
+            f"model.transfer must hold size, dim, k, temperature and alpha (and optionally "
+            f"reference), got {sorted(data)}"
+        )
+    if not isinstance(data.get("reference", False), bool):
+        raise ValueError(f"model.transfer.reference must be true or false, got {data['reference']!r}")
     for name in ("size", "dim", "k"):
         if isinstance(data[name], bool) or not isinstance(data[name], int) or not 1 <= data[name] <= 2**31:
             raise ValueError(f"model.transfer.{name} must be a positive integer, got {data[name]!r}")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from mlic.artifact import CONFIG_FILE, load_artifact, save_artifact
+from mlic.artifact import CONFIG_FILE, FORMAT_VERSION, load_artifact, save_artifact
 from mlic.data.images import Preprocessing
 from mlic.errors import ArtifactError
 from mlic.export import export_onnx
 from mlic.inference.onnx_runtime import OnnxModel
-from mlic.models import ModelConfig, build_classifier
+from mlic.models import ModelConfig, build_classifier, reference_backbone
 from mlic.models.transfer import EPS, LabelTransfer, mix
 from mlic.schema import Attribute, LabelSchema
 from mlic.training.transfer import attach_transfer
@@ -122,4 +122,73 @@ def test_a_damaged_transfer_description_is_an_artifact_error(tmp_path, field, va
     data["model"]["transfer"][field] = value
     (tmp_path / CONFIG_FILE).write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match=r"model\.transfer"):
+        load_artifact(tmp_path)
+
+
+# -- a reference backbone: label transfer compares the pretrained features too ---------------------
+def model_with_reference(seed: int = 0):
+    """A model whose label transfer compares its own and a frozen reference backbone's features."""
+    model, images = model_with_transfer(seed)
+    torch.manual_seed(seed + 1)
+    model.reference = reference_backbone(model.config.backbone)
+    with torch.no_grad():
+        _, embeddings = model.forward_parts(images)
+    labels = np.array([[1, 0, -1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 0, 0]], dtype=np.int8)
+    attach_transfer(model, {"k": 3, "temperature": 0.05, "alpha": 0.5, "reference": True}, embeddings, labels)
+    return model, images
+
+
+def test_the_embedding_joins_both_networks_unit_features():
+    model, images = model_with_reference()
+    with torch.no_grad():
+        _, joined = model.forward_parts(images)
+        pixels = model.normalize(images)
+        own = model.backbone.forward_head(model.backbone.forward_features(pixels), pre_logits=True)
+        ref = model.reference.forward_head(model.reference.forward_features(pixels), pre_logits=True)
+    half = own.shape[1]
+    assert joined.shape == (6, 2 * half)
+    torch.testing.assert_close(joined[:, :half], torch.nn.functional.normalize(own, dim=1))
+    torch.testing.assert_close(joined[:, half:], torch.nn.functional.normalize(ref, dim=1))
+    assert not torch.allclose(joined[:, :half], joined[:, half:])  # two different networks
+
+
+def test_the_reference_stays_frozen_in_eval_mode_when_the_model_trains():
+    model, _ = model_with_reference()
+    model.train()
+    assert model.backbone.training and not model.reference.training
+    assert not any(p.requires_grad for p in model.reference.parameters())
+
+
+def test_a_reference_travels_in_the_artifact_and_through_onnx(tmp_path):
+    model, images = model_with_reference()
+    save_artifact(tmp_path, model, PRE, np.full(3, 0.5))
+    data = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert data["model"]["transfer"]["reference"] is True and data["format_version"] == FORMAT_VERSION == 3
+    loaded = load_artifact(tmp_path).build_model()
+    assert loaded.reference is not None and not loaded.reference.training
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images))
+    export_onnx(tmp_path)
+    onnx_logits = OnnxModel(load_artifact(tmp_path))(images)
+    torch.testing.assert_close(torch.as_tensor(onnx_logits), model(images).detach(), atol=1e-4, rtol=0)
+
+
+def test_transfer_without_the_reference_drops_it():
+    model, images = model_with_transfer()
+    model.reference = reference_backbone(model.config.backbone)
+    with torch.no_grad():
+        _, joined = model.forward_parts(images)
+    own = joined[:, : joined.shape[1] // 2]
+    setting = {"k": 3, "temperature": 0.05, "alpha": 0.5, "reference": False}
+    attach_transfer(model, setting, own, np.zeros((6, 3)))
+    assert model.reference is None and "reference" not in model.config.transfer
+
+
+def test_a_reference_that_is_not_a_boolean_is_an_artifact_error(tmp_path):
+    model, _ = model_with_reference()
+    save_artifact(tmp_path, model, PRE, np.full(3, 0.5))
+    data = json.loads((tmp_path / CONFIG_FILE).read_text())
+    data["model"]["transfer"]["reference"] = "yes"
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"model\.transfer\.reference"):
         load_artifact(tmp_path)

@@ -79,6 +79,22 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
         assert torch.equal(x, y), name
 
 
+def test_ema_validates_and_keeps_the_averaged_weights(tmp_path):
+    options = {**TINY, "demo_train": 128, "demo_val": 32, "max_epochs": 3, "deterministic": True}
+    plain = load_artifact(train(out=str(tmp_path / "plain"), **options))
+    averaged = load_artifact(train(out=str(tmp_path / "ema"), ema=0.5, **options))
+    assert averaged.weights_sha256 != plain.weights_sha256
+    assert averaged.training["config"]["ema"] == 0.5
+    best = torch.load(tmp_path / "ema" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    current, average = best["current_model_state"], best["state_dict"]  # both kept, for --resume
+    assert any(not torch.equal(current[k], average[k]) for k in average if average[k].is_floating_point())
+
+
+def test_ema_outside_zero_to_one_is_a_config_error():
+    with pytest.raises(ConfigError, match="ema must lie in"):
+        TrainConfig(ema=1.0)
+
+
 def test_missing_image_files_are_all_listed_before_training(tmp_path):
     (tmp_path / "tags.csv").write_text("path,tags\na.png,cat\nb.png,dog\nc.png,cat dog\n")
     with pytest.raises(DataError) as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mlic.models import ModelConfig, build_classifier
@@ -71,3 +72,31 @@ def test_fit_never_trades_validation_map_for_the_annotation_term():
     votes.fill(train.embeddings, torch.from_numpy(train.labels))
     mixed_map, mixed = figures(val.labels, torch.sigmoid(votes(val.embeddings, val.label_logits)).numpy(), 1)
     assert mixed > base + MIN_GAIN and mixed_map < base_map
+
+
+def with_reference(own: Embedded, reference: torch.Tensor) -> Embedded:
+    """``own`` with ``reference`` features joined after its embeddings, as a reference backbone gives them."""
+    unit = torch.nn.functional.normalize
+    joined = torch.cat([unit(own.embeddings, dim=1), unit(reference, dim=1)], dim=1)
+    return Embedded(own.label_logits, joined, own.labels, reference_dim=reference.shape[1])
+
+
+@pytest.mark.parametrize("informative", ["reference", "own"])
+def test_fit_uses_the_reference_features_only_where_they_win(informative):
+    """Each image has the right cluster in one network's features and noise in the other's."""
+    model = build_classifier(LabelSchema(tuple("abcdef")), ModelConfig())
+    parts = []
+    for n, seed in ((300, 3), (100, 4)):
+        clean = clustered(n, 6, 0, 0.3)
+        noise = torch.randn(n, 16, generator=torch.Generator().manual_seed(seed))
+        clean.label_logits = clustered(n, 6, seed, 0.3).label_logits  # a classifier that knows nothing
+        own, ref = (noise, clean.embeddings) if informative == "reference" else (clean.embeddings, noise)
+        parts.append(with_reference(Embedded(clean.label_logits, own, clean.labels), ref))
+    setting, _ = fit_transfer(model, *parts)
+    assert setting is not None and setting["reference"] is (informative == "reference")
+
+
+def test_embedded_columns_select_the_own_or_all_features():
+    joined = with_reference(clustered(4, 2, 0, 0.1), torch.randn(4, 8))
+    assert joined.embeddings[:, joined.columns(False)].shape == (4, 16)
+    assert joined.embeddings[:, joined.columns(True)].shape == (4, 24)

@@ -18,16 +18,24 @@ from mlic.models import Classifier
 
 
 class Bfloat16Network:
-    """A classifier called under bf16 autocast with channels-last inputs; returns float32 logits."""
+    """A classifier called under bf16 autocast with channels-last inputs; returns float32 logits.
 
-    def __init__(self, model: Classifier, device: torch.device) -> None:
+    With ``parts``, it calls ``Classifier.forward_parts`` instead and returns
+    float32 logits and embeddings (training's label-transfer bank).
+    """
+
+    def __init__(self, model: Classifier, device: torch.device, *, parts: bool = False) -> None:
         self.model = model.to(memory_format=torch.channels_last)
         self.device_type = device.type
+        self.parts = parts
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            logits = self.model(images.contiguous(memory_format=torch.channels_last))
-        return logits.float()
+            if not self.parts:
+                return self.model(images).float()
+            logits, embeddings = self.model.forward_parts(images)
+        return logits.float(), None if embeddings is None else embeddings.float()
 
 
 def torch_model(

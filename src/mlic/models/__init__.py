@@ -1,7 +1,7 @@
 """Networks: timm backbones, mlic heads and the classifier that joins them."""
 
 from mlic.models.backbones import DEFAULT_BACKBONE, create_backbone
-from mlic.models.classifier import Classifier, ModelConfig, build_classifier
+from mlic.models.classifier import Classifier, ModelConfig, build_classifier, reference_backbone
 from mlic.models.heads import create_head, list_heads
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "create_backbone",
     "create_head",
     "list_heads",
+    "reference_backbone",
 ]

@@ -27,7 +27,9 @@ class ModelConfig:
     drop_rate: float = 0.0
     transfer: dict | None = None
     """Label transfer from the nearest training images (``mlic.models.transfer``): ``size`` and ``dim``
-    of its bank, ``k``, ``temperature`` and ``alpha``; None (the default) for none."""
+    of its bank, ``k``, ``temperature`` and ``alpha``, and ``reference`` (true where the bank's
+    embeddings join the features of a frozen copy of the pretrained backbone); None (the default)
+    for none."""
 
     def __post_init__(self) -> None:
         if self.in_chans != 3:
@@ -52,7 +54,12 @@ class Classifier(nn.Module):
     as its first operation, so that batches travel as uint8 and an exported
     model takes raw pixels. With ``transfer`` (a ``LabelTransfer``), the label
     logits are those of the classifier's scores mixed with the votes of the
-    nearest training images; the attributes' logits are the head's.
+    nearest training images; the attributes' logits are the head's. With
+    ``reference`` (a frozen copy of the backbone's pretrained weights), the
+    images label transfer compares are described by both networks' features:
+    fine-tuning on a few thousand photos specialises the features to the
+    frequent labels, where the pretrained ones still tell apart the scenes a
+    rare label comes with.
     """
 
     def __init__(
@@ -64,16 +71,25 @@ class Classifier(nn.Module):
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         transfer: LabelTransfer | None = None,
+        reference: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.transfer = transfer
+        self.reference = reference
         self.schema = schema
         self.config = config
         scale = 255.0 * torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.register_buffer("pixel_shift", 255.0 * torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("pixel_scale", 1.0 / scale, persistent=False)
+
+    def train(self, mode: bool = True) -> Classifier:
+        """As ``nn.Module.train``; the reference backbone stays frozen in eval mode."""
+        super().train(mode)
+        if self.reference is not None:
+            self.reference.eval()
+        return self
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() - self.pixel_shift) * self.pixel_scale
@@ -95,12 +111,28 @@ class Classifier(nn.Module):
     def forward_parts(
         self, images: torch.Tensor, embed: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The head's logits (no label transfer) and, with ``embed``, the pooled features ``[B, D]``."""
-        features = self.backbone.forward_features(self.normalize(images))
+        """The head's logits (no label transfer) and, with ``embed``, label transfer's embedding."""
+        pixels = self.normalize(images)
+        features = self.backbone.forward_features(pixels)
         pooled = None
         if embed or getattr(self.head, "pooled", True):
             pooled = self.backbone.forward_head(features, pre_logits=True)
-        return self.head(pooled if getattr(self.head, "pooled", True) else features), pooled
+        logits = self.head(pooled if getattr(self.head, "pooled", True) else features)
+        return logits, self.embedding(pixels, pooled) if embed else None
+
+    def embedding(self, pixels: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """What label transfer compares: the pooled features, joined by the reference backbone's if any.
+
+        ``pixels`` are the normalised images, ``pooled`` the backbone's pooled
+        features of them. With a reference backbone the two feature vectors
+        are each L2-normalised before they are joined, so that the cosine
+        similarity of two embeddings is the mean of the two networks' own.
+        """
+        if self.reference is None:
+            return pooled
+        reference = self.reference.forward_head(self.reference.forward_features(pixels), pre_logits=True)
+        unit = [nn.functional.normalize(f.float(), dim=1) for f in (pooled, reference)]
+        return torch.cat(unit, dim=1).to(pooled.dtype)
 
 
 def build_classifier(
@@ -128,8 +160,18 @@ def build_classifier(
     if is_pooled(config.head):
         width = getattr(backbone, "head_hidden_size", None) or width
     head = create_head(config.head, width, schema.num_outputs, **config.head_kwargs)
-    transfer = None
+    transfer, reference = None, None
     if config.transfer is not None:
         options = dict(config.transfer)
+        if options.pop("reference", False):  # its pretrained weights come with the model's
+            reference = reference_backbone(config.backbone, in_chans=config.in_chans)
         transfer = LabelTransfer(options.pop("size"), options.pop("dim"), schema.n_labels, **options)
-    return Classifier(backbone, head, schema, config, mean, std, transfer)
+    return Classifier(backbone, head, schema, config, mean, std, transfer, reference)
+
+
+def reference_backbone(
+    name: str, *, pretrained: bool = False, weights: str | Path | None = None, in_chans: int = 3
+) -> nn.Module:
+    """A frozen backbone for label transfer's embedding (``Classifier.reference``), in eval mode."""
+    backbone = create_backbone(name, pretrained=pretrained, weights=weights, in_chans=in_chans)
+    return backbone.eval().requires_grad_(False)

@@ -108,7 +108,7 @@ def label_maps(
         if model.transfer is not None:
             pooled = pooled if pooled is not None else model.backbone.forward_head(features, pre_logits=True)
             labels = model.schema.label_slice
-            mixed = model.transfer(pooled, logits[:, labels])
+            mixed = model.transfer(model.embedding(model.normalize(images), pooled), logits[:, labels])
             logits = torch.cat([mixed.float(), logits[:, labels.stop :]], dim=1)
     return logits, maps, method
 
@@ -214,6 +214,6 @@ def _grad_cam(model: Classifier, images: torch.Tensor) -> tuple[torch.Tensor, to
         with torch.no_grad():
             pooled = model.backbone.forward_head(features.detach(), pre_logits=True)
             labels = model.schema.label_slice
-            mixed = model.transfer(pooled, logits[:, labels])
+            mixed = model.transfer(model.embedding(x.detach(), pooled), logits[:, labels])
             logits = torch.cat([mixed.float(), logits[:, labels.stop :]], dim=1)
     return logits, maps, "grad-cam"

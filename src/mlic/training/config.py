@@ -144,7 +144,8 @@ class TrainConfig:
         None, "Square input size (default 64 on MultiDigits, 224 else).", group="data"
     )
     augment: str | None = option(
-        None, "Training augmentation: light, shift or none (default shift on MultiDigits, light else).",
+        None, "Training augmentation: light, trivial (light + TrivialAugment), shift or none "
+        "(default shift on MultiDigits, light else).",
         group="data",
     )  # fmt: skip
     resize: str = option(
@@ -228,6 +229,10 @@ class TrainConfig:
     )  # fmt: skip
     weight_decay: float = option(0.05, "AdamW weight decay (not on biases and norms).", group="optimisation")
     warmup_epochs: float = option(1.0, "Epochs of linear learning-rate warm-up.", group="optimisation")
+    ema: float = option(
+        0.0, "Decay of an exponential moving average of the weights, updated each step after the warm-up "
+        "and validated and kept instead of them (0: off; e.g. 0.99).", group="optimisation",
+    )  # fmt: skip
     seed: int = option(
         0, "Seed of the split, the order, the augmentation and the weights.", group="optimisation"
     )
@@ -285,6 +290,8 @@ class TrainConfig:
         unknown = [name for name in self.logger if name not in LOGGERS]
         if unknown:
             raise ConfigError(f"logger must be among {list(LOGGERS)}, got {unknown[0]!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema must lie in [0, 1), got {self.ema!r}")
         if self.backbone_lr_scale is not None and not self.backbone_lr_scale > 0:
             raise ConfigError(f"backbone_lr_scale must be positive, got {self.backbone_lr_scale!r}")
 

@@ -7,6 +7,7 @@ import math
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from mlic.data.manifest import Manifest
 from mlic.data.shards import Shards
@@ -108,6 +109,7 @@ class MultiLabelModule(L.LightningModule):
         per_epoch = self._steps_per_epoch()
         total = max(1, per_epoch * max(1, self.trainer.max_epochs))
         warmup = min(total // 2, int(self.hparams.warmup_epochs * per_epoch))
+        self.warmup_steps = warmup  # where WarmedUpEMA starts averaging
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, warmup, total)
         )
@@ -147,6 +149,20 @@ def build_optimizer(
         ],
         lr=lr,
     )  # fmt: skip
+
+
+class WarmedUpEMA(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights (``--ema``), from the end of the warm-up on.
+
+    Validation, checkpoints (so the best epoch) and the artifact see the
+    average; checkpoints also keep the current weights, so a resumed run
+    continues both. The average starts as the weights after the warm-up's
+    last step (those before are far from where training ends), so the first
+    validation after the warm-up sees trained weights.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: MultiLabelModule) -> None:
+        self.update_starting_at_step = max(0, pl_module.warmup_steps - 1)  # Lightning's index is 0-based
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:

@@ -16,6 +16,11 @@ from trading ranking quality for annotation where the classifier is already
 right: on MultiDigits the criterion alone picked votes only (alpha 1) and cost
 0.003 test mAP.
 
+Where the model carries a frozen copy of its pretrained backbone
+(``Classifier.reference``), the grid is searched twice: with the fine-tuned
+features alone, and with both networks' features joined; the copy stays only
+if the second wins.
+
 The validation images' scores used later for thresholds come from the
 training bank only, so that no image votes for itself; the validation images
 then join the bank, which the artifact keeps. See ``mlic.models.transfer`` for
@@ -53,6 +58,12 @@ class Embedded:
     label_logits: torch.Tensor
     embeddings: torch.Tensor
     labels: np.ndarray
+    reference_dim: int = 0
+    """How many of the last embedding columns are the reference backbone's (``Classifier.embedding``)."""
+
+    def columns(self, reference: bool) -> slice:
+        """The embedding columns label transfer compares with (``reference``) or without the reference's."""
+        return slice(None) if reference else slice(0, self.embeddings.shape[1] - self.reference_dim)
 
 
 def bank_bytes(n_images: int, dim: int, n_labels: int) -> int:
@@ -63,33 +74,40 @@ def fit_transfer(model: Classifier, train: Embedded, val: Embedded) -> tuple[dic
     """The best label-transfer setting on validation (None if none helps) and the validation label logits.
 
     Returns ``(setting, logits)``: ``setting`` is ``{"k", "temperature",
-    "alpha", "criterion", "classifier_criterion", "mAP", "classifier_mAP",
-    "top_k"}`` (validation figures) or None;
+    "alpha", "reference", "criterion", "classifier_criterion", "mAP",
+    "classifier_mAP", "top_k"}`` (validation figures) or None;
     ``logits`` are the validation label logits under that setting (the
-    classifier's own when None).
+    classifier's own when None). Where the embeddings hold a reference
+    backbone's features, the grid is searched with them (``reference``) and
+    without, and the reference is kept only where it wins: on Corel-5k it
+    added 0.03 mAP and 3 points of top-5 F1 (offline, one fold), where it
+    doubles the cost of prediction.
     """
     k_annotation = annotation_size(train.labels)
     base_map, base = figures(val.labels, torch.sigmoid(val.label_logits).numpy(), k_annotation)
     best, best_logits = None, val.label_logits
-    similarity, index = nearest(val.embeddings, train.embeddings, max(NEIGHBOURS))
     bank_labels = torch.from_numpy(train.labels == 1).float()
-    for k in NEIGHBOURS:
-        for temperature in TEMPERATURES:
-            weights = torch.softmax(similarity[:, :k] / temperature, dim=1)
-            votes = (weights.unsqueeze(2) * bank_labels[index[:, :k]]).sum(dim=1)
-            for alpha in ALPHAS:
-                logits = mix(val.label_logits, votes, alpha)
-                m_ap, score = figures(val.labels, torch.sigmoid(logits).numpy(), k_annotation)
-                if (
-                    m_ap < base_map
-                    or score < base + MIN_GAIN
-                    or (best is not None and score <= best["criterion"])
-                ):
-                    continue
-                best = {"k": k, "temperature": temperature, "alpha": alpha, "criterion": round(score, 6),
-                        "classifier_criterion": round(base, 6), "mAP": round(m_ap, 6),
-                        "classifier_mAP": round(base_map, 6), "top_k": k_annotation}  # fmt: skip
-                best_logits = logits
+    for reference in (False, True) if val.reference_dim else (False,):
+        columns = val.columns(reference)
+        similarity, index = nearest(val.embeddings[:, columns], train.embeddings[:, columns], max(NEIGHBOURS))
+        for k in NEIGHBOURS:
+            for temperature in TEMPERATURES:
+                weights = torch.softmax(similarity[:, :k] / temperature, dim=1)
+                votes = (weights.unsqueeze(2) * bank_labels[index[:, :k]]).sum(dim=1)
+                for alpha in ALPHAS:
+                    logits = mix(val.label_logits, votes, alpha)
+                    m_ap, score = figures(val.labels, torch.sigmoid(logits).numpy(), k_annotation)
+                    if (
+                        m_ap < base_map
+                        or score < base + MIN_GAIN
+                        or (best is not None and score <= best["criterion"])
+                    ):
+                        continue
+                    best = {"k": k, "temperature": temperature, "alpha": alpha, "reference": reference,
+                            "criterion": round(score, 6), "classifier_criterion": round(base, 6),
+                            "mAP": round(m_ap, 6), "classifier_mAP": round(base_map, 6),
+                            "top_k": k_annotation}  # fmt: skip
+                    best_logits = logits
     return best, best_logits
 
 
@@ -118,10 +136,18 @@ def nearest(query: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tens
 
 
 def attach_transfer(model: Classifier, setting: dict, embeddings: torch.Tensor, labels: np.ndarray) -> None:
-    """Give ``model`` a ``LabelTransfer`` with ``setting`` over the bank of ``embeddings`` and ``labels``."""
+    """Give ``model`` a ``LabelTransfer`` with ``setting`` over the bank of ``embeddings`` and ``labels``.
+
+    ``embeddings`` are those ``setting["reference"]`` compares; without it the
+    model's reference backbone, if any, is dropped.
+    """
     size, dim = embeddings.shape
     options = {"k": setting["k"], "temperature": setting["temperature"], "alpha": setting["alpha"]}
     transfer = LabelTransfer(size, dim, model.schema.n_labels, **options)
     transfer.fill(embeddings, torch.from_numpy(np.asarray(labels)))
     model.transfer = transfer
     model.config.transfer = {"size": size, "dim": dim, **options}
+    if setting.get("reference"):
+        model.config.transfer["reference"] = True
+    else:
+        model.reference = None

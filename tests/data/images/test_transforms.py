@@ -51,7 +51,7 @@ def test_eval_transform_is_deterministic_and_resizes_only():
 
 def test_train_augmentations_are_random():
     x = torch.from_numpy(rgb_array(40, 40)).permute(2, 0, 1)
-    for augment in ("light", "shift"):
+    for augment in ("light", "trivial", "shift"):
         transform = build_transform(Preprocessing(image_size=(40, 40)), train=True, augment=augment)
         torch.manual_seed(0)
         outputs = [transform(x) for _ in range(8)]

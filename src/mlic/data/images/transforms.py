@@ -18,7 +18,7 @@ from mlic.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("light", "shift", "none")
+AUGMENTATIONS = ("light", "trivial", "shift", "none")
 RESIZES = ("crop", "squash")
 DECODE_MARGIN = 1.2
 """Decoded images keep a shorter side of at least this many times the input size (see ``decode_size``)."""
@@ -63,6 +63,9 @@ def build_transform(pre: Preprocessing, *, train: bool = False, augment: str = "
       resized to the input size, and a horizontal flip when ``pre.hflip``; for
       photos. (The earlier 80-100% at aspect 0.9-1.1 found no such crop in a
       3:2 photo and fell back to the same centre crop every time.)
+    - ``trivial``: ``light``, then TrivialAugment (Müller and Hutter 2021:
+      one colour or geometric operation at a random strength per image,
+      torchvision's ``TrivialAugmentWide``); stronger, for longer trainings.
     - ``shift``: the prediction resize, then a random translation of up to 1/16
       of the side (pad and crop), no rescaling; for data where absolute size
       carries meaning (MultiDigits' ``largest``: zooming in taught the model
@@ -93,6 +96,8 @@ def build_transform(pre: Preprocessing, *, train: bool = False, augment: str = "
         ]
     if pre.hflip:
         steps.append(v2.RandomHorizontalFlip())
+    if augment == "trivial":
+        steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
     return v2.Compose(steps)
 
 
