@@ -89,7 +89,8 @@ def label_maps(
     if method == "grad-cam":
         return _grad_cam(model, images)
     with torch.no_grad():
-        features = model.backbone.forward_features(model.normalize(images))
+        pixels = model.normalize(images)
+        features = model.backbone.forward_features(pixels)
         grid, pooled = _grid(model, features), None
         if method == "cam":
             pooled = model.backbone.forward_head(features, pre_logits=True)
@@ -108,7 +109,7 @@ def label_maps(
         if model.transfer is not None:
             pooled = pooled if pooled is not None else model.backbone.forward_head(features, pre_logits=True)
             labels = model.schema.label_slice
-            mixed = model.transfer(model.embedding(model.normalize(images), pooled), logits[:, labels])
+            mixed = model.transfer(model.embedding(pixels, pooled), logits[:, labels])
             logits = torch.cat([mixed.float(), logits[:, labels.stop :]], dim=1)
     return logits, maps, method
 

@@ -252,7 +252,7 @@ def finish(
             columns = train.columns(transfer["reference"])
             bank = torch.cat([train.embeddings[:, columns], val.embeddings[:, columns]])
             attach_transfer(model, transfer, bank, np.concatenate([train.labels, val.labels]))
-    if transfer is None or not transfer["reference"]:
+    if transfer is None:  # nothing compares with the pretrained copy (attach_transfer drops an unused one)
         model.reference = None
     logits = torch.cat([label_logits, attribute_logits], dim=1)
     probs = probabilities(schema, logits)

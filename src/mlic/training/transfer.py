@@ -29,6 +29,8 @@ the scores and the literature.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,29 +88,34 @@ def fit_transfer(model: Classifier, train: Embedded, val: Embedded) -> tuple[dic
     k_annotation = annotation_size(train.labels)
     base_map, base = figures(val.labels, torch.sigmoid(val.label_logits).numpy(), k_annotation)
     best, best_logits = None, val.label_logits
+    for reference, k, temperature, votes in candidate_votes(train, val):
+        for alpha in ALPHAS:
+            logits = mix(val.label_logits, votes, alpha)
+            m_ap, score = figures(val.labels, torch.sigmoid(logits).numpy(), k_annotation)
+            if m_ap < base_map or score < base + MIN_GAIN or (best and score <= best["criterion"]):
+                continue
+            best = {"k": k, "temperature": temperature, "alpha": alpha, "reference": reference,
+                    "criterion": round(score, 6), "classifier_criterion": round(base, 6),
+                    "mAP": round(m_ap, 6), "classifier_mAP": round(base_map, 6),
+                    "top_k": k_annotation}  # fmt: skip
+            best_logits = logits
+    return best, best_logits
+
+
+def candidate_votes(train: Embedded, val: Embedded) -> Iterator[tuple[bool, int, float, torch.Tensor]]:
+    """``(reference, k, temperature, votes)`` for every embedding and neighbour setting of the grid.
+
+    ``votes`` ``[N_val, n_labels]`` are the validation images' label votes from
+    the training bank; one nearest-neighbour search per embedding serves every
+    ``k`` and temperature.
+    """
     bank_labels = torch.from_numpy(train.labels == 1).float()
     for reference in (False, True) if val.reference_dim else (False,):
         columns = val.columns(reference)
         similarity, index = nearest(val.embeddings[:, columns], train.embeddings[:, columns], max(NEIGHBOURS))
-        for k in NEIGHBOURS:
-            for temperature in TEMPERATURES:
-                weights = torch.softmax(similarity[:, :k] / temperature, dim=1)
-                votes = (weights.unsqueeze(2) * bank_labels[index[:, :k]]).sum(dim=1)
-                for alpha in ALPHAS:
-                    logits = mix(val.label_logits, votes, alpha)
-                    m_ap, score = figures(val.labels, torch.sigmoid(logits).numpy(), k_annotation)
-                    if (
-                        m_ap < base_map
-                        or score < base + MIN_GAIN
-                        or (best is not None and score <= best["criterion"])
-                    ):
-                        continue
-                    best = {"k": k, "temperature": temperature, "alpha": alpha, "reference": reference,
-                            "criterion": round(score, 6), "classifier_criterion": round(base, 6),
-                            "mAP": round(m_ap, 6), "classifier_mAP": round(base_map, 6),
-                            "top_k": k_annotation}  # fmt: skip
-                    best_logits = logits
-    return best, best_logits
+        for k, temperature in itertools.product(NEIGHBOURS, TEMPERATURES):
+            weights = torch.softmax(similarity[:, :k] / temperature, dim=1)
+            yield reference, k, temperature, (weights.unsqueeze(2) * bank_labels[index[:, :k]]).sum(dim=1)
 
 
 def annotation_size(labels: np.ndarray) -> int:
