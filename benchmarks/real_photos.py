@@ -75,6 +75,8 @@ def prepare(args: argparse.Namespace, out: Path) -> tuple[str, str]:
         return args.data, args.test
     data = load_data(args.data)
     share = args.holdout / len(data) if args.holdout >= 1 else args.holdout
+    if not 0 < share < 1:
+        raise SystemExit(f"--holdout {args.holdout:g}: {args.data} has {len(data)} images; hold out fewer")
     splits = stratified_split(data, {"train": 1 - share, "test": share}, args.seed)
     files = write_splits(splits, out / "split", overwrite=True)
     return str(files["train"]), str(files["test"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from helpers import benchmark_script, write_png_split
@@ -30,3 +32,14 @@ def test_both_columns_report_the_same_figures(real_photos, tmp_path, capsys):
     assert mlic["wall_s"] > 0 and loop["wall_s"] >= 0
     assert mlic["top2"]["words"] == loop["top2"]["words"] == mlic["top2_by_score"]["words"] > 0
     assert mlic["top_k_balance"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def test_holdout_takes_a_count_and_refuses_one_that_leaves_nothing(real_photos, tmp_path):
+    data = write_png_split(tmp_path, "train", 40)
+    args = real_photos.parse_args(["--data", str(data), "--holdout", "10"])
+    _, test = real_photos.prepare(args, tmp_path / "out")
+    held = Path(test).read_text().splitlines()
+    assert 8 <= len(held) <= 12  # 10 images, give or take the stratification
+    args = real_photos.parse_args(["--data", str(data), "--holdout", "40"])
+    with pytest.raises(SystemExit, match=r"--holdout 40: .* has 40 images; hold out fewer"):
+        real_photos.prepare(args, tmp_path / "out")
