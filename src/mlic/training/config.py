@@ -224,7 +224,7 @@ class TrainConfig:
     # -- optimisation ----------------------------------------------------------------------------------
     max_epochs: int = option(12, "Epochs.", group="optimisation")
     batch_size: int | None = option(
-        None, "Images per step (default 64 fine-tuning pretrained weights, else 128).", group="optimisation"
+        None, "Images per step (default 32 fine-tuning pretrained weights, else 128).", group="optimisation"
     )
     lr: float = option(3e-3, "Peak learning rate of AdamW (cosine schedule).", group="optimisation")
     backbone_lr_scale: float | None = option(
