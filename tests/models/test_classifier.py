@@ -116,3 +116,23 @@ def test_model_config_is_applied():
     assert model.backbone.num_features == 512 and model.backbone.drop.p == 0.1
     assert model.head.drop.p == 0.2
     assert model.head.fc.in_features == 512 and model.head.fc.out_features == MIXED.num_outputs
+
+
+@pytest.mark.parametrize("head", ["linear", "ml-decoder"])
+def test_start_from_priors_sets_the_label_biases_to_their_log_odds(head):
+    torch.manual_seed(0)
+    model = build_classifier(MIXED, ModelConfig(head=head))
+    bias = model.head.output_bias
+    attributes_before = bias[MIXED.label_slice.stop :].detach().clone()
+    assert model.start_from_priors([0.01, 0.5])
+    assert torch.allclose(torch.sigmoid(bias[MIXED.label_slice]), torch.tensor([0.01, 0.5]))
+    assert torch.equal(bias[MIXED.label_slice.stop :], attributes_before)
+
+
+def test_start_from_priors_clips_priors_of_zero_and_one_and_skips_heads_without_biases():
+    model = build_classifier(LABELS_ONLY)
+    assert model.start_from_priors([0.0, 1.0, 0.2, 0.3])
+    assert torch.isfinite(model.head.output_bias).all()
+    assert not build_classifier(LABELS_ONLY, ModelConfig(head="csra")).start_from_priors([0.1] * 4)
+    with pytest.raises(ValueError, match="expected 4 label priors"):
+        model.start_from_priors([0.1, 0.2])

@@ -360,3 +360,20 @@ def test_training_with_calibration_fits_it_on_validation_and_keeps_its_decisions
     clear = (np.abs(raw - raw_thresholds) > 1e-6) & (np.abs(calibrated - thresholds) > 1e-6)  # float32 ties
     assert clear.mean() > 0.99
     assert ((raw >= raw_thresholds) == predictor.decide(probs))[clear].all()
+
+
+@pytest.mark.parametrize("prior_bias", [True, False])
+def test_label_biases_start_from_the_training_priors_unless_turned_off(tmp_path, monkeypatch, prior_bias):
+    from mlic.models import Classifier
+
+    seen = []
+    original = Classifier.start_from_priors
+    monkeypatch.setattr(Classifier, "start_from_priors", lambda self, p: seen.append(p) or original(self, p))
+    options = {**TINY, "demo_train": 64, "demo_val": 16, "max_epochs": 1}
+    train(out=str(tmp_path / "run"), prior_bias=prior_bias, **options)
+    if not prior_bias:
+        assert seen == []
+        return
+    (priors,) = seen
+    labels = multidigits("train", 64, seed=TrainConfig().seed).labels
+    assert np.allclose(priors, np.maximum((labels == 1).sum(0), 0.5) / len(labels))

@@ -15,6 +15,9 @@ from mlic.models.heads import create_head, is_pooled
 from mlic.models.transfer import LabelTransfer
 from mlic.schema import LabelSchema
 
+PRIOR_CLIP = 1e-4
+"""Label priors are clipped to [PRIOR_CLIP, 1 - PRIOR_CLIP] before their log-odds start a bias."""
+
 
 @dataclass
 class ModelConfig:
@@ -90,6 +93,26 @@ class Classifier(nn.Module):
         if self.reference is not None:
             self.reference.eval()
         return self
+
+    def start_from_priors(self, priors: Sequence[float]) -> bool:
+        """Start the head's label biases at the log-odds of the training ``priors``; False without biases.
+
+        A new head scores every label at 0.5, where most labels of a large set
+        are on a few percent of the images, so the first steps of training
+        only push every logit down, with large gradients through a pretrained
+        backbone. Starting from the priors (as RetinaNet does for its rare
+        foreground class: Lin et al., ICCV 2017) skips that phase. Heads
+        without output biases (CSRA) keep theirs at none.
+        """
+        bias = getattr(self.head, "output_bias", None)
+        if bias is None:
+            return False
+        p = torch.as_tensor(priors, dtype=torch.float32).clamp(PRIOR_CLIP, 1.0 - PRIOR_CLIP)
+        if p.shape != (self.schema.n_labels,):
+            raise ValueError(f"expected {self.schema.n_labels} label priors, got shape {tuple(p.shape)}")
+        with torch.no_grad():
+            bias[self.schema.label_slice] = torch.logit(p).to(bias.dtype)
+        return True
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() - self.pixel_shift) * self.pixel_scale

@@ -133,6 +133,11 @@ class LinearHead(nn.Module):
         self.drop = nn.Dropout(_number("dropout", dropout, 0.0, 1.0))
         self.fc = nn.Linear(num_features, num_outputs)
 
+    @property
+    def output_bias(self) -> nn.Parameter:
+        """The bias of each output (``Classifier.start_from_priors`` sets the labels' ones)."""
+        return self.fc.bias
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(features))
 
@@ -321,6 +326,11 @@ class MLDecoderHead(nn.Module):
         self.group_weight = nn.Parameter(torch.empty(self.num_groups, d_model, self.group_size))
         nn.init.xavier_normal_(self.group_weight)
         self.group_bias = nn.Parameter(torch.zeros(num_outputs))
+
+    @property
+    def output_bias(self) -> nn.Parameter:
+        """The bias of each output (``Classifier.start_from_priors`` sets the labels' ones)."""
+        return self.group_bias
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         memory = F.relu(self.project(positions(features, self.num_features, "ml-decoder")))

@@ -187,6 +187,10 @@ class TrainConfig:
         help="Head option NAME=VALUE, repeatable (e.g. num_groups=100).", group="model",
         flag="--head-option", cli=parse_options, cli_type=list[str] | None, factory=dict,
     )  # fmt: skip
+    prior_bias: bool = option(
+        True, "Start the head's label biases at the log-odds of each label's training frequency "
+        "(not with --head csra, which has no biases).", group="model", flag="--prior-bias/--no-prior-bias",
+    )  # fmt: skip
     transfer: str = option(
         "auto", "Label transfer from the nearest training images: auto (kept where it adds validation mAP) "
         "or off.", group="model",
@@ -220,7 +224,7 @@ class TrainConfig:
     # -- optimisation ----------------------------------------------------------------------------------
     max_epochs: int = option(12, "Epochs.", group="optimisation")
     batch_size: int | None = option(
-        None, "Images per step (default 64 fine-tuning pretrained weights, else 128).", group="optimisation"
+        None, "Images per step (default 32 fine-tuning pretrained weights, else 128).", group="optimisation"
     )
     lr: float = option(3e-3, "Peak learning rate of AdamW (cosine schedule).", group="optimisation")
     backbone_lr_scale: float | None = option(
