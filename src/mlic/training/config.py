@@ -187,9 +187,10 @@ class TrainConfig:
         help="Head option NAME=VALUE, repeatable (e.g. num_groups=100).", group="model",
         flag="--head-option", cli=parse_options, cli_type=list[str] | None, factory=dict,
     )  # fmt: skip
-    prior_bias: bool = option(
-        True, "Start the head's label biases at the log-odds of each label's training frequency "
-        "(not with --head csra, which has no biases).", group="model", flag="--prior-bias/--no-prior-bias",
+    prior_bias: bool | None = option(
+        None, "Start the head's label biases at the log-odds of each label's training frequency (default: "
+        "yes fine-tuning pretrained weights, else no; not with --head csra, which has no biases).",
+        group="model", flag="--prior-bias/--no-prior-bias",
     )  # fmt: skip
     transfer: str = option(
         "auto", "Label transfer from the nearest training images: auto (kept where it adds validation mAP) "

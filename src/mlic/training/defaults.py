@@ -20,10 +20,10 @@ from mlic.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from mlic.inference.precision import cpu_supports_bf16
 from mlic.training.config import DEMO, TrainConfig, is_demo
 
-FINE_TUNING = {"batch_size": 32, "backbone_lr_scale": 1 / 3}
+FINE_TUNING = {"batch_size": 32, "backbone_lr_scale": 1 / 3, "prior_bias": True}
 """Defaults when training starts from pretrained weights (``pretrained`` or ``weights``): measured on
 real photos against a plain fine-tuning loop (README, "Real photos")."""
-FROM_SCRATCH = {"batch_size": 128, "backbone_lr_scale": 1.0}
+FROM_SCRATCH = {"batch_size": 128, "backbone_lr_scale": 1.0, "prior_bias": False}
 """Defaults from random weights: measured on MultiDigits."""
 
 

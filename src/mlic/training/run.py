@@ -121,7 +121,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         mean=preprocessing.mean,
         std=preprocessing.std,
     )
-    if config.prior_bias and resume is None:  # a resumed run loads its biases from the checkpoint
+    if config.prior_bias:  # a resumed run then loads its biases from the checkpoint
         counts = train_set.label_lists.counts()
         model.start_from_priors(label_priors(counts["positive"], counts["positive"] + counts["negative"]))
     loss = build_loss(config, train_set)
