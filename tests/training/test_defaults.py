@@ -26,3 +26,13 @@ def test_accelerator_auto_takes_a_cuda_gpu_when_one_is_visible_else_the_cpu(monk
     assert resolve_accelerator(TrainConfig()) == "gpu"
     assert resolve_accelerator(TrainConfig(accelerator="cpu")) == "cpu"  # asked for: kept, GPU or not
     assert resolve_accelerator(TrainConfig(accelerator="mps")) == "mps"
+
+
+def test_the_recipe_sets_batch_and_prior_biases_unless_given():
+    from mlic.training.defaults import resolve_recipe
+
+    tuned = resolve_recipe(TrainConfig(backbone="resnet10t", weights="w.safetensors"))
+    scratch = resolve_recipe(TrainConfig())
+    assert (tuned.batch_size, tuned.prior_bias) == (32, True)
+    assert (scratch.batch_size, scratch.prior_bias) == (128, False)
+    assert resolve_recipe(TrainConfig(weights="w.safetensors", prior_bias=False)).prior_bias is False
