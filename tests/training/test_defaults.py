@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlic.training import TrainConfig
+from mlic.training.defaults import resolve_recipe
 
 
 def test_preprocessing_follows_the_backbones_pretrained_normalisation():
@@ -29,8 +30,6 @@ def test_accelerator_auto_takes_a_cuda_gpu_when_one_is_visible_else_the_cpu(monk
 
 
 def test_the_recipe_sets_batch_and_prior_biases_unless_given():
-    from mlic.training.defaults import resolve_recipe
-
     tuned = resolve_recipe(TrainConfig(backbone="resnet10t", weights="w.safetensors"))
     scratch = resolve_recipe(TrainConfig())
     assert (tuned.batch_size, tuned.prior_bias) == (32, True)
