@@ -122,8 +122,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         std=preprocessing.std,
     )
     if config.prior_bias:  # a resumed run then loads its biases from the checkpoint
-        counts = train_set.label_lists.counts()
-        model.start_from_priors(label_priors(counts["positive"], counts["positive"] + counts["negative"]))
+        model.start_from_priors(training_priors(train_set))
     loss = build_loss(config, train_set)
     module = MultiLabelModule(
         model,
@@ -321,10 +320,15 @@ def with_balance(
     decision: Decision, train: Manifest | Shards, val_labels: np.ndarray, val_scores: np.ndarray
 ) -> tuple[Decision, dict]:
     """``decision`` with the training label priors and the top-k balance chosen on validation, and how."""
-    counts = train.label_lists.counts()
-    priors = label_priors(counts["positive"], counts["positive"] + counts["negative"])
+    priors = training_priors(train)
     balance, figures = choose_balance(val_labels, val_scores, priors, annotation_size(val_labels))
     return replace(decision, priors=priors, balance=balance), {"balance": balance, **figures}
+
+
+def training_priors(train: Manifest | Shards) -> np.ndarray:
+    """Each label's share of positives among the training split's known targets (``label_priors``)."""
+    counts = train.label_lists.counts()
+    return label_priors(counts["positive"], counts["positive"] + counts["negative"])
 
 
 def embed(
