@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 from sklearn.metrics import f1_score, precision_score
 
 from mlic.errors import ConfigError, DataError
-from mlic.metrics import blocks
+from mlic.metrics import blocks, precision_recall_f1
 from mlic.thresholds import (
     UNREACHABLE,
     Decision,
@@ -21,6 +21,8 @@ from mlic.thresholds import (
     choose_thresholds,
     global_threshold,
     label_priors,
+    resampled_criterion,
+    simplest_within_one_se,
     top_k,
 )
 
@@ -347,12 +349,57 @@ def test_auto_chooses_the_best_cross_validated_rule_that_loses_nothing_against_o
     base = figures["fixed"]
     chosen = figures[decision.policy]
     assert chosen["micro"] >= base["micro"] and chosen["macro"] >= base["macro"]
-    qualified = [f for f in figures.values() if f["micro"] >= base["micro"] and f["macro"] >= base["macro"]]
-    assert chosen["micro"] + chosen["macro"] == pytest.approx(max(f["micro"] + f["macro"] for f in qualified))
+    qualified = [k for k, f in figures.items() if f["micro"] >= base["micro"] and f["macro"] >= base["macro"]]
+    best = max((figures[k]["micro"] + figures[k]["macro"]) / 2 for k in qualified)
+    for name in qualified:  # each qualified rule's gap to the best, and the SE it is measured against
+        gap = best - (figures[name]["micro"] + figures[name]["macro"]) / 2
+        assert figures[name]["behind_best"] == pytest.approx(gap, abs=1e-5) and figures[name]["se"] >= 0
+    # the one-SE rule: the chosen one is within its SE of the best, every simpler qualified one is not
+    assert chosen["behind_best"] <= chosen["se"]
+    simpler = qualified[: qualified.index(decision.policy)]
+    assert all(figures[k]["behind_best"] > figures[k]["se"] for k in simpler)
     # refitted on every image with the chosen rule
     refit = choose_thresholds(y, scores, decision.policy, **options[decision.policy])
     np.testing.assert_allclose(decision.thresholds, refit.thresholds)
     assert decision.to_dict()["chosen_by"]["candidates"] == figures
+
+
+def test_auto_leaves_one_half_when_the_scores_are_clearly_off_it():
+    """Positives score 0.25-0.45 and negatives 0-0.2: every fitted rule beats 0.5 far beyond its noise."""
+    rng = np.random.default_rng(0)
+    y = (rng.random((200, 4)) < 0.3).astype(np.int8)
+    scores = np.where(y == 1, 0.25, 0.0) + rng.random(y.shape) * 0.2
+    decision = choose_thresholds(y, scores, "auto")
+    assert decision.policy == "global"  # per-label is no better: the simpler one is kept
+    assert decision.chosen_by["candidates"]["fixed"]["behind_best"] > 0.5
+
+
+def test_resampled_criterion_with_every_image_once_is_the_pooled_figure():
+    y, scores = data(3, n=150)
+    decided = scores >= 0.5
+    pooled = [precision_recall_f1(y, decided, average=a)["f1"] for a in ("micro", "macro")]
+    once = resampled_criterion(y, decided, np.ones((1, len(y)), dtype=np.int64))
+    assert once[0] == pytest.approx(sum(pooled) / 2, abs=1e-6)
+    twice = resampled_criterion(y, decided, np.full((1, len(y)), 2))  # doubling every image changes nothing
+    assert twice[0] == pytest.approx(once[0], abs=1e-6)
+
+
+def test_one_se_rule_keeps_the_simpler_rule_unless_the_gain_exceeds_its_noise():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, 200)
+    simple = 0.80 + noise
+    close = simple + 0.004 + rng.normal(0, 0.01, 200)  # gains 0.004 with an SE of the difference of ~0.01
+    far = simple + 0.05 + rng.normal(0, 0.01, 200)
+    chosen, behind = simplest_within_one_se(
+        {"fixed": 0.80, "global": 0.804}, {"fixed": simple, "global": close}
+    )
+    assert chosen == "fixed" and behind["global"] == (0.0, 0.0)
+    assert behind["fixed"][0] == pytest.approx(0.004) and behind["fixed"][1] > 0.004
+    chosen, _ = simplest_within_one_se({"fixed": 0.80, "global": 0.85}, {"fixed": simple, "global": far})
+    assert chosen == "global"
+    chosen, _ = simplest_within_one_se({"fixed": 0.80, "global": 0.804, "per-label": 0.85},
+                                       {"fixed": simple, "global": close, "per-label": far})  # fmt: skip
+    assert chosen == "per-label"
 
 
 def test_auto_keeps_one_half_when_the_scores_are_already_calibrated_at_it():

@@ -258,7 +258,7 @@ def _decision(artifact: Described) -> str:
              "(top-k: the k best labels); each attribute takes its most probable class.\n")  # fmt: skip
     candidates = chosen.get("candidates")
     if isinstance(candidates, dict) and candidates:
-        names = sorted({k for c in candidates.values() if isinstance(c, dict) for k in c})
+        names = list(dict.fromkeys(k for c in candidates.values() if isinstance(c, dict) for k in c))
         lines = ["", "Candidates, cross-validated (as `decision.chosen_by` records them):", "",
                  "| rule | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]  # fmt: skip
         for rule, c in candidates.items():
