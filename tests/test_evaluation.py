@@ -120,6 +120,19 @@ def test_top_k_calibration_drives_predict_and_evaluate(artifact_copy, digit_file
     assert figures["micro_f1"] == pytest.approx(f1_score(m.labels, decided, average="micro"))
 
 
+def test_calibrate_sets_the_top_k_balance_or_keeps_the_trained_one(artifact_copy):
+    trained = load_artifact(artifact_copy).decision.balance
+    calibrate(artifact_copy, "demo", "global", demo_samples=50)
+    assert load_artifact(artifact_copy).decision.balance == trained
+    result = calibrate(artifact_copy, "demo", "top-k", k=2, balance=0.5, demo_samples=50)
+    decision = load_artifact(artifact_copy).decision
+    assert decision.balance == 0.5 and result["decision"]["balance"] == 0.5
+    calibrate(artifact_copy, "demo", "top-k", k=2, balance=0, demo_samples=50)
+    assert load_artifact(artifact_copy).decision.balance == 0.0
+    with pytest.raises(mlic.ConfigError, match="balance must be >= 0"):
+        calibrate(artifact_copy, "demo", "global", balance=-1, demo_samples=20)
+
+
 def test_calibrate_on_data_the_model_cannot_read_is_a_clear_error(artifact_copy):
     with pytest.raises(mlic.ConfigError, match="unknown threshold policy"):
         calibrate(artifact_copy, "demo", "best", demo_samples=20)

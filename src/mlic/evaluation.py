@@ -199,6 +199,17 @@ def calibrate_probabilities(
     }
 
 
+def check_balance(decision: Decision, balance: float | None) -> None:
+    """Refuse a top-k balance below 0, or above 0 for an artifact without label priors to divide by."""
+    if balance is None:
+        return
+    if not balance >= 0:
+        raise ConfigError(f"balance must be >= 0, got {balance}")
+    if balance and decision.priors is None:
+        raise ConfigError("the artifact has no label priors (written before top-k balance), "
+                          "so top-k ranks by score alone: balance 0")  # fmt: skip
+
+
 def calibrate(
     artifact: str | Path,
     data: str | Path = "demo",
@@ -209,6 +220,7 @@ def calibrate(
     min_precision: float | None = None,
     min_positives: int = 3,
     shrinkage: float | None = None,
+    balance: float | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
     demo_samples: int | None = None,
@@ -219,10 +231,13 @@ def calibrate(
 
     ``data`` should be validation data ("demo": the MultiDigits validation
     split). ``policy`` and its parameters are those of
-    :func:`mlic.thresholds.choose_thresholds`. Returns the figures on ``data``
-    before and after, and the new thresholds.
+    :func:`mlic.thresholds.choose_thresholds`. ``balance`` sets how top-k
+    ranks (``score / prior ** balance``; 0: by score alone); None keeps the one
+    training chose. Returns the figures on ``data`` before and after, and the
+    new thresholds.
     """
     predictor = _predictor(artifact, batch_size, num_workers)
+    check_balance(predictor.artifact.decision, balance)
     manifest, probs = _predict(predictor, data, "val", demo_samples, seed, source_options)
     before = decision_figures(manifest, probs, predictor.artifact.decision)
     decision = choose_thresholds(
@@ -239,8 +254,9 @@ def calibrate(
     after = decision_figures(manifest, probs, decision)
     target = predictor.artifact
     source = {"calibrated_on": str(data), "calibration_images": len(manifest)}
-    old = target.decision  # top-k ranking keeps what training chose
-    target.decision = replace(decision, source=source, priors=old.priors, balance=old.balance)
+    old = target.decision  # top-k ranking keeps what training chose, unless told otherwise
+    balance = old.balance if balance is None else float(balance)
+    target.decision = replace(decision, source=source, priors=old.priors, balance=balance)
     target.save_config()
     labels = manifest.schema.labels
     return {

@@ -25,8 +25,10 @@ def test_calibrate_command_reports_before_and_after(tiny_run, tmp_path):
     assert f"auto chose {auto['decision']['policy']} on demo" in invoke(
         "calibrate", artifact, "demo", "--policy", "auto"
     )
-    result = json.loads(invoke("calibrate", artifact, "--policy", "top-k", "--k", "2", "--json"))
+    result = json.loads(invoke("calibrate", artifact, "--policy", "top-k", "--k", "2", "--balance", "0.25",
+                               "--json"))  # fmt: skip
     assert result["decision"]["policy"] == "top-k" and result["decision"]["k"] == 2
+    assert result["decision"]["balance"] == 0.25
     assert json.loads((Path(artifact) / "mlic.json").read_text())["decision"]["k"] == 2
     bad = runner.invoke(app, ["calibrate", str(artifact), "--policy", "top-k"])
     assert bad.exit_code == 2 and "top-k needs k" in bad.stderr

@@ -95,6 +95,13 @@ def calibrate(
     ] = None,
     threshold: Annotated[float, typer.Option(help="fixed: the threshold of every label.")] = 0.5,
     k: Annotated[int | None, typer.Option(help="top-k: labels decided per image.")] = None,
+    balance: Annotated[
+        float | None,
+        typer.Option(
+            help="How top-k ranks an image's labels: score / prior ** BALANCE (0: by score alone; "
+            "higher lets rare labels in). Default: keep the one training chose."
+        ),
+    ] = None,
     probabilities: Annotated[
         bool,
         typer.Option(
@@ -144,7 +151,8 @@ def calibrate(
         return
     result = run(
         calibrate_fn, artifact, data, policy, threshold=threshold, k=k, min_precision=min_precision,
-        min_positives=min_positives, shrinkage=shrinkage, batch_size=batch_size, num_workers=workers,
+        min_positives=min_positives, shrinkage=shrinkage, balance=balance, batch_size=batch_size,
+        num_workers=workers,
         **options,
     )  # fmt: skip
     if as_json:
