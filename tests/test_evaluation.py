@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,12 @@ def test_calibrate_sets_the_top_k_balance_or_keeps_the_trained_one(artifact_copy
     assert load_artifact(artifact_copy).decision.balance == 0.0
     with pytest.raises(mlic.ConfigError, match="balance must be >= 0"):
         calibrate(artifact_copy, "demo", "global", balance=-1, demo_samples=20)
+    old = load_artifact(artifact_copy)  # written before top-k balance: no priors to divide by
+    old.decision = replace(old.decision, priors=None, balance=0.0)
+    old.save_config()
+    with pytest.raises(mlic.ConfigError, match="no label priors"):
+        calibrate(artifact_copy, "demo", "top-k", k=2, balance=0.5, demo_samples=20)
+    assert load_artifact(artifact_copy).decision.balance == 0.0  # nothing was written
 
 
 def test_calibrate_on_data_the_model_cannot_read_is_a_clear_error(artifact_copy):

@@ -331,8 +331,9 @@ def choose_by_cross_validation(
     if folds < 2 or not y_true.shape[1]:  # attributes only: no label to decide
         why = {"rule": "too few images", "images": n} if y_true.shape[1] else {"rule": "no labels"}
         return Decision("fixed", np.full(y_true.shape[1], 0.5), chosen_by=why)
-    fold = np.random.default_rng(seed).permutation(n) % folds
-    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=BOOTSTRAPS)
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(n) % folds
+    weights = rng.multinomial(n, np.full(n, 1 / n), size=BOOTSTRAPS)
     figures, resampled = {}, {}
     for name, options in candidates.items():
         decided = np.zeros(y_true.shape, dtype=bool)
