@@ -32,6 +32,9 @@ def test_both_columns_report_the_same_figures(real_photos, tmp_path, capsys):
     assert mlic["wall_s"] > 0 and loop["wall_s"] >= 0
     assert mlic["top2"]["words"] == loop["top2"]["words"] == mlic["top2_by_score"]["words"] > 0
     assert mlic["top_k_balance"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    # the loop autocasts to bf16 only where the CPU runs it natively, as mlic's default precision does
+    assert loop["precision"] == ("bf16" if real_photos.LOOP_BF16 else "fp32")
+    assert mlic["precision"] == ("bf16-mixed" if real_photos.LOOP_BF16 else "32-true")
 
 
 def test_holdout_takes_a_count_and_refuses_one_that_leaves_nothing(real_photos, tmp_path):
