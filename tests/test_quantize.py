@@ -20,6 +20,8 @@ from mlic.quantize import Limits, Parity, measure_parity, quantize_onnx
 
 LOOSE = Limits(min_decision_agreement=0.9, max_map_difference=0.05)
 """The tiny run's model is weak (mAP ~0.4 at 32 px), so its int8 variant is held to looser limits here."""
+ANY_PARITY = Limits(min_decision_agreement=0.0, max_map_difference=1.0)
+"""Limits no int8 model fails: for tests of what parity compares, not of how close it is."""
 IMPOSSIBLE = Limits(min_decision_agreement=1.0, max_map_difference=0.0)
 CALIBRATION = {"demo_samples": 200, "images": 64}
 
@@ -176,7 +178,9 @@ def test_parity_of_a_calibrated_artifact_is_measured_on_its_calibrated_probabili
     seen = []
     measure = mlic.quantize.measure_parity
     monkeypatch.setattr(mlic.quantize, "measure_parity", lambda *args: seen.append(args) or measure(*args))
-    quantize_onnx(folder, "demo", limits=LOOSE, demo_samples=48, images=16)
+    # which probabilities are compared is the point here, not how well 16 images calibrate int8 (on a CPU
+    # without VNNI, ONNX Runtime's int8 kernels agreed on 43 of 48 attribute decisions, just under LOOSE)
+    quantize_onnx(folder, "demo", limits=ANY_PARITY, demo_samples=48, images=16)
     ((reference, _, manifest, _),) = seen
     fp32 = Predictor.from_path(folder, runtime="onnx").predict_manifest(manifest)  # calibrated, as predicted
     np.testing.assert_allclose(reference.labels, fp32.labels, atol=1e-6)
