@@ -12,8 +12,8 @@ images decoded once and held in memory, AdamW at 1e-3, batch 64, bf16
 autocast where the CPU runs bf16 natively (float32 elsewhere, where emulated
 bf16 would only slow it down, as mlic's own default does), cosine schedule,
 random flips, BCE on logits (cross-entropy per attribute), and decisions at
-0.5. mlic trains through ``mlic.train`` with its
-defaults (plus any ``--mlic-option``) and decides with the artifact's rule.
+0.5. mlic trains through ``mlic.train`` with its defaults (plus any
+``--mlic-option``) and decides with the artifact's rule.
 
 Printed as one JSON object: per column mAP, micro- and macro-F1 at the
 column's decision rule and at 0.5, attribute accuracy, the classic top-5

@@ -84,7 +84,7 @@ def test_int8_export_then_predict_and_evaluate_at_int8_and_bf16(tiny_run, digit_
     from mlic.inference import precision
 
     monkeypatch.setattr(mlic.quantize, "LIMITS", mlic.quantize.Limits(0.9, 0.05))  # the tiny model is weak
-    # both precisions run on any CPU (emulated where it lacks the instructions): pass whatever this one has
+    # both precisions run on any CPU (emulated where it lacks the instructions): whatever this CPU has, pass
     monkeypatch.setattr(precision, "cpu_supports_int8", lambda: True)
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     artifact = exported_copy(tiny_run, tmp_path)
