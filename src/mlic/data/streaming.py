@@ -94,9 +94,53 @@ class StreamedSamples(StreamingDataset):
         return self.sample(item, self.current_epoch - 1)  # litdata counts epochs from 1
 
 
-def stream_loader(dataset: StreamedSamples, **options: Any) -> StreamingDataLoader:
-    """litdata's loader over ``dataset``: resumable mid-epoch by its ``state_dict``, which Lightning saves."""
-    return StreamingDataLoader(dataset, **options)
+def stream_loader(
+    dataset: StreamedSamples, *, epoch: Callable[[], int] | None = None, **options: Any
+) -> StreamLoader:
+    """litdata's loader over ``dataset``: resumable mid-epoch by its ``state_dict``, which Lightning saves.
+
+    ``epoch()`` (from 0) names the epoch each iteration plays, as Lightning's
+    ``current_epoch`` does; without it, iterations count the epochs from 0.
+    """
+    return StreamLoader(dataset, epoch=epoch, **options)
+
+
+class StreamLoader(StreamingDataLoader):
+    """litdata's ``StreamingDataLoader``, made to resume as Lightning resumes (litdata 0.2.76).
+
+    Two things in litdata's loader go wrong under Lightning, and a resumed run
+    then trains on other batches than the uninterrupted one:
+
+    - Lightning stops taking batches once it has the epoch's ``len(loader)``,
+      so litdata's iteration never ends and its ``restore`` flag, set by
+      ``load_state_dict``, stays set: the epoch after a mid-epoch resume
+      replays the finished state, an empty epoch, and the run loses one.
+      Here the loaded state is used by the first iteration only.
+    - A run resumed from an end-of-epoch checkpoint gets no loader state
+      from Lightning (nothing to resume mid-epoch), so litdata counts its
+      epochs from 1 again and replays the first epoch's order. Here each
+      iteration plays the epoch ``epoch()`` names.
+    """
+
+    def __init__(self, dataset: StreamedSamples, *, epoch: Callable[[], int] | None = None, **options: Any):
+        super().__init__(dataset, **options)
+        self.epoch = epoch
+        self._resumed_iteration_begun = False
+
+    def __iter__(self) -> Any:
+        # a generator: the epoch is read at the first batch, after Lightning has set its own
+        if self.restore and self._resumed_iteration_begun:
+            self.restore = False  # the loaded state was played by an earlier iteration
+        playing = self.current_epoch + (0 if self.restore else 1) - 1  # from 0; litdata counts from 1
+        if self.epoch is not None and self.epoch() != playing:
+            self.restore = False  # the loaded state is of another epoch than the one to play
+            self.current_epoch = self.epoch()  # litdata's iteration adds the 1 it counts from
+        self._resumed_iteration_begun = self.restore
+        yield from super().__iter__()
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        super().load_state_dict(obj)
+        self._resumed_iteration_begun = False
 
 
 class ItemReader:

@@ -10,7 +10,7 @@ way each sample's augmentation is seeded by ``(seed, epoch, index)``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -90,9 +90,13 @@ class DataModule(L.LightningDataModule):
         """The training split streamed from its shards by litdata's loader, whose state Lightning saves."""
         transform = SeededTransform(self.train_transform, self.seed)
         sample = StreamedSample(shards.url, self.decoding, transform)
-        return streamed_loader(shards, sample, seed=self.seed, batch_size=self.batch_size,
+        return streamed_loader(shards, sample, seed=self.seed, epoch=self._epoch, batch_size=self.batch_size,
                                num_workers=self.num_workers, pin_memory=self.pin_memory,
                                collate_fn=Collate(shards.schema.n_labels, shards.fill))  # fmt: skip
+
+    def _epoch(self) -> int:
+        """The epoch Lightning is training (from 0), which the streamed loader plays."""
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def val_dataloader(self) -> DataLoader:
         """This process's share of the validation images."""
@@ -222,7 +226,9 @@ class SeededTransform:
             generator.set_state(state)
 
 
-def streamed_loader(shards: Shards, sample: Any, *, seed: int, **options: Any) -> DataLoader:
+def streamed_loader(
+    shards: Shards, sample: Any, *, seed: int, epoch: Callable[[], int] | None = None, **options: Any
+) -> DataLoader:
     """litdata's resumable loader over a split of shards, each item made a sample by ``sample(item, epoch)``.
 
     Shuffled chunk-wise by ``seed`` and the epoch. Over several processes
@@ -230,6 +236,8 @@ def streamed_loader(shards: Shards, sample: Any, *, seed: int, **options: Any) -
     batches, leaving out the few samples of an epoch that do not fill the last
     round: a split whose size is a multiple of processes x workers x batch
     size is seen exactly once per epoch. In one process, every sample is.
+    ``epoch()`` names the epoch (from 0) each iteration plays: Lightning's,
+    so that a resumed run streams the batches of the uninterrupted one.
     """
     require("stream", "training from shards")
     from mlic.data.streaming import StreamedSamples, stream_loader
@@ -237,7 +245,7 @@ def streamed_loader(shards: Shards, sample: Any, *, seed: int, **options: Any) -
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     several = distributed and torch.distributed.get_world_size() > 1
     dataset = StreamedSamples(shards.url, sample, seed=seed, shuffle=True, drop_last=several)
-    return stream_loader(dataset, **options)
+    return stream_loader(dataset, epoch=epoch, **options)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
