@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlic.data.manifest import Manifest
+from mlic.data import multidigits
+from mlic.data.manifest import Manifest, concat
 from mlic.errors import DataError, SchemaError
 from mlic.schema import Attribute, LabelSchema
 
@@ -126,3 +127,15 @@ def test_hide_positives_records_what_it_hid():
     assert (hidden.labels == 1).sum() == 0 and (hidden.labels == -1).sum() == (m.labels == -1).sum()
     assert hidden.meta["hidden_positives"] == {"fraction": 1.0, "as": "negative", "seed": 4}
     assert hidden.paths == m.paths and "hidden_positives" not in m.meta
+
+
+def test_concat_joins_images_and_targets_and_refuses_files_with_pixels():
+    train, val = multidigits("train", 6, seed=1), multidigits("val", 4, seed=1)
+    joined = concat([train, val])
+    assert joined.paths == train.paths + val.paths and len(joined) == 10
+    assert np.array_equal(joined.labels, np.concatenate([train.labels, val.labels]))
+    assert np.array_equal(joined.pixels, np.concatenate([train.pixels, val.pixels]))
+    assert np.array_equal(joined.attributes, np.concatenate([train.attributes, val.attributes]))
+    files = Manifest(train.schema, train.paths, train.labels, train.attributes)
+    with pytest.raises(DataError, match="in memory"):
+        concat([files, val])

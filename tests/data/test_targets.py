@@ -124,3 +124,12 @@ def test_from_entries_in_any_order_and_select_equal_the_matrix(dense, random):
     np.testing.assert_array_equal(lists.dense(), dense)
     positives = lists.select(lists.values == 1, fill=0).dense()
     np.testing.assert_array_equal(positives, (dense == 1).astype(np.int8))
+
+
+def test_concatenated_lists_are_the_rows_one_after_another_whatever_their_fill():
+    a = np.array([[1, 0, -1], [0, 0, 1]], dtype=np.int8)
+    b = np.array([[-1, -1, 1], [-1, -1, -1], [1, -1, -1]], dtype=np.int8)  # mostly unknown: fill -1
+    lists = LabelLists.concat([LabelLists.from_dense(a), LabelLists.from_dense(b)])
+    assert np.array_equal(lists.dense(), np.concatenate([a, b])) and lists.fill == 0
+    with pytest.raises(SchemaError, match="same labels"):
+        LabelLists.concat([LabelLists.from_dense(a), LabelLists.from_dense(a[:, :2])])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,6 +209,50 @@ def test_two_process_ddp_gathers_validation_exactly_and_writes_one_artifact(tmp_
     from mlic import evaluate
 
     assert 0.0 <= evaluate(artifact.path, "demo", demo_samples=64)["mAP"] <= 1.0
+
+
+def test_refit_trains_on_every_image_and_keeps_what_validation_chose(tmp_path, monkeypatch):
+    """--refit: the first model (as a run without it) in RUN/validated, a second trained on train + val for
+    as many epochs; the rule, calibration and label-transfer setting are the first's, the bank all images."""
+    import mlic.training.run as run_module
+
+    setting = {"k": 5, "temperature": 0.1, "alpha": 0.5, "reference": False}
+    monkeypatch.setattr(run_module, "fit_transfer", lambda model, train, val: (setting, val.label_logits))
+    options = {**TINY, "demo_train": 96, "demo_val": 32, "max_epochs": 2, "deterministic": True}
+    run = tmp_path / "run"
+    artifact = load_artifact(train(out=str(run), refit=True, **options))
+    validated = load_artifact(run / "validated")
+    plain = load_artifact(train(out=str(tmp_path / "plain"), **options))
+
+    assert artifact.path == run / "artifact"
+    assert validated.weights_sha256 == plain.weights_sha256 != artifact.weights_sha256
+    assert artifact.training["refit"] == {**artifact.training["refit"], "train_images": 128, "epochs": 2}
+    written = [json.loads((a.path / "mlic.json").read_text()) for a in (artifact, validated)]
+    for part in ("decision", "calibration"):
+        assert written[0].get(part) == written[1].get(part), part
+    assert artifact.training["validation"] == validated.training["validation"]
+    # the same setting over a bank of as many images: the first of training, then validation images
+    assert artifact.model.transfer == validated.model.transfer
+    assert artifact.model.transfer["size"] == 128 and artifact.model.transfer["k"] == setting["k"]
+    assert (run / "refit" / "checkpoints" / "last.ckpt").is_file()
+    assert not (run / "refit" / "checkpoints" / "best.ckpt").exists()  # nothing held out to choose by
+
+    # killed after the first training: a resume refits, and leaves the first model as it was
+    written = (run / "validated" / "mlic.json").stat().st_mtime_ns
+    for leftover in ("artifact", "refit"):
+        shutil.rmtree(run / leftover)
+    again = load_artifact(train(resume=run))
+    assert again.weights_sha256 == artifact.weights_sha256
+    assert (run / "validated" / "mlic.json").stat().st_mtime_ns == written
+
+
+def test_refit_of_streamed_shards_is_a_config_error(tmp_path):
+    pytest.importorskip("litdata")
+    from mlic.data.pack import pack
+
+    pack("demo", tmp_path / "p", demo_train=16, demo_val=8)
+    with pytest.raises(ConfigError, match="refit"):
+        train(data=str(tmp_path / "p"), out=str(tmp_path / "run"), refit=True, **TINY)
 
 
 @pytest.mark.slow

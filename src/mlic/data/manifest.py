@@ -138,6 +138,25 @@ class Manifest:
         return Manifest(schema, list(self.paths), labels, attributes, self.pixels, self.source, meta)
 
 
+def concat(manifests: Sequence[Manifest]) -> Manifest:
+    """The images of ``manifests`` one after another, under their common schema (a refit's data)."""
+    first = manifests[0]
+    if any(m.schema != first.schema for m in manifests):
+        raise SchemaError("cannot join data sets of different labels or attributes")
+    in_memory = [m.pixels is not None for m in manifests]
+    if any(in_memory) and not all(in_memory):
+        raise DataError("cannot join image files with images held in memory")
+    return Manifest(
+        first.schema,
+        [p for m in manifests for p in m.paths],
+        LabelLists.concat([m.label_lists for m in manifests]),
+        np.concatenate([m.attributes for m in manifests]),
+        np.concatenate([m.pixels for m in manifests]) if all(in_memory) else None,
+        first.source,
+        dict(first.meta),
+    )
+
+
 def check_files(*manifests: Manifest) -> None:
     """Raise one ``DataError`` that lists every missing image file of all ``manifests``."""
     lines, total, n_missing = [], 0, 0

@@ -128,6 +128,26 @@ class LabelLists:
             indptr[i + 1] = len(indices)
         return cls(n_labels, indptr, np.array(indices, dtype=np.int64), np.array(values, dtype=np.int8), fill)
 
+    @classmethod
+    def concat(cls, parts: Sequence[LabelLists]) -> LabelLists:
+        """The rows of ``parts`` one after another; parts of another fill than the first are re-listed."""
+        if not parts or len({p.n_labels for p in parts}) != 1:
+            raise SchemaError("label lists: concatenate one or more lists of the same labels")
+        fill = parts[0].fill
+        parts = [p if p.fill == fill else p.relisted(fill) for p in parts]
+        ends = np.cumsum([0] + [len(p.indices) for p in parts[:-1]])
+        indptr = np.concatenate([[0]] + [p.indptr[1:] + end for p, end in zip(parts, ends, strict=True)])
+        indices = np.concatenate([p.indices for p in parts])
+        return cls(parts[0].n_labels, indptr, indices, np.concatenate([p.values for p in parts]), fill)
+
+    def relisted(self, fill: int) -> LabelLists:
+        """The same targets listed against ``fill``: every entry that is not ``fill`` is listed."""
+        if fill == self.fill:
+            return self
+        dense = self.dense()
+        rows, cols = np.nonzero(dense != fill)
+        return LabelLists(self.n_labels, row_pointers(rows, len(self)), cols, dense[rows, cols], fill)
+
     # -- reading ----------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.indptr) - 1

@@ -150,21 +150,20 @@ class MidEpochCheckpoint(ModelCheckpoint):
             super().on_train_batch_end(trainer, *args, **kwargs)
 
 
-def checkpoint_callbacks(directory: Path, *, steps: int = 0, minutes: float = 0.0) -> list[Callback]:
+def checkpoint_callbacks(
+    directory: Path, *, steps: int = 0, minutes: float = 0.0, best: bool = True
+) -> list[Callback]:
     """The run's checkpoint writers: best and last at each validation, last within epochs too.
 
     ``steps`` (> 0) writes ``last.ckpt`` every that many optimiser steps;
     otherwise ``minutes`` (> 0) writes it when that much time has passed.
+    Without ``best`` (a run that does not validate), ``last.ckpt`` is written
+    at each epoch's end instead of the best and last at each validation.
     """
+    best_epoch = {"filename": Path(BEST).stem, "monitor": "val/loss", "mode": "min"}
+    monitor = best_epoch if best else {"save_top_k": 0}
     callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=directory,
-            filename=Path(BEST).stem,
-            monitor="val/loss",
-            mode="min",
-            save_last=True,
-            enable_version_counter=False,
-        )
+        ModelCheckpoint(dirpath=directory, save_last=True, enable_version_counter=False, **monitor)
     ]
     if steps < 0 or minutes < 0:
         raise ConfigError(f"checkpoint_steps and checkpoint_minutes must be >= 0, not {steps} and {minutes}")

@@ -241,6 +241,12 @@ class TrainConfig:
     seed: int = option(
         0, "Seed of the split, the order, the augmentation and the weights.", group="optimisation"
     )
+    refit: bool = option(
+        False, "After training, train again from the start on the training and validation images together "
+        "for as many epochs, keeping the decision rule, calibration and label-transfer setting chosen on "
+        "validation (RUN/validated keeps the first model; twice the training time; files, one process).",
+        group="optimisation", flag="--refit/--no-refit",
+    )  # fmt: skip
 
     # -- runtime ---------------------------------------------------------------------------------------
     out: str | None = option(None, "Run directory (default: runs/<date>-<time>).", group="runtime")

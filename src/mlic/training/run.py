@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +14,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
 
-from mlic.artifact import Artifact, save_artifact, save_history
+from mlic.artifact import CONFIG_FILE, Artifact, load_artifact, save_artifact, save_history
 from mlic.data.images import (
     Decoding,
     ImageCache,
@@ -24,7 +24,7 @@ from mlic.data.images import (
     tidy_bad_images,
     worker_error,
 )
-from mlic.data.manifest import Manifest
+from mlic.data.manifest import Manifest, concat
 from mlic.data.shards import Shards
 from mlic.errors import ConfigError, DataError
 from mlic.fileio import atomic_write_text
@@ -55,6 +55,11 @@ from mlic.training.transfer import (
 
 BAD_IMAGES_FILE = "bad_images.txt"
 """In the run directory: the images skipped as unreadable, one ``path<TAB>reason`` per line."""
+VALIDATED = "validated"
+"""In a run directory with ``--refit``: the artifact of the training on the training split, whose
+decision rule, calibration and label-transfer setting (chosen on validation) the refit keeps."""
+REFIT = "refit"
+"""In a run directory with ``--refit``: the second training's checkpoints and logs."""
 
 
 QUIET_WARNINGS = (  # library notices that say nothing to an mlic user
@@ -98,7 +103,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     run; ``resume`` continues the run directory of an interrupted ``train``
     from its last checkpoint, where ``options`` may change only the options
     in ``RESUMABLE`` (epochs, devices, workers, checkpoint intervals, ...).
-    The run's ``config.json`` holds the resolved config (``resolve``).
+    The run's ``config.json`` holds the resolved config (``resolve``). With
+    ``refit``, the model trained on the training split is kept in
+    ``RUN/validated`` and a second one is trained on all images (``refit``).
     """
     if config is not None and (options or resume is not None):
         raise ConfigError("pass either a TrainConfig, or keyword options, or resume= with options")
@@ -112,7 +119,60 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     check_trackers(config.logger)  # a missing package fails before the data is read
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = load_splits(config)
+    if config.refit and not isinstance(train_set, Manifest):
+        raise ConfigError(f"{config.data}: --refit joins image files or MultiDigits, not streamed shards")
     preprocessing = resolve_preprocessing(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        (run_dir / BAD_IMAGES_FILE).unlink(missing_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    validated_dir = run_dir / (VALIDATED if config.refit else "artifact")
+    if config.refit and resume is not None and (validated_dir / CONFIG_FILE).is_file():
+        validated = load_artifact(validated_dir)  # killed while refitting: the first training is done
+    else:
+        fitted = fit(config, run_dir, train_set, val_set, preprocessing, resumed=resume is not None)
+        if fitted.trainer.global_rank != 0:
+            return run_dir / "artifact"
+        validated = finish(fitted.module.model, preprocessing, fitted.data, validated_dir, config,
+                           fitted.trainer, fitted.seconds)  # fmt: skip
+        save_history(validated.path, epoch_history(run_dir / "logs"))  # the report's training curves
+        log_final(fitted.trackers, validated, fitted.trainer.global_step)
+    artifact = validated
+    if config.refit:
+        artifact = refit(config, run_dir, concat([train_set, val_set]), val_set, preprocessing, validated)
+    if artifact.training["bad_images"]:
+        n, listed = artifact.training["bad_images"], run_dir / BAD_IMAGES_FILE
+        warnings.warn(f"{n} unreadable image(s) were skipped; they are listed in {listed}", stacklevel=2)
+    return artifact.path
+
+
+@dataclass
+class Fitted:
+    """A training run's module (with the weights it keeps), data, trainer, trackers and seconds."""
+
+    module: MultiLabelModule
+    data: DataModule
+    trainer: L.Trainer
+    trackers: list
+    seconds: float
+
+
+def fit(
+    config: TrainConfig,
+    run_dir: Path,
+    train_set: Manifest | Shards,
+    val_set: Manifest,
+    preprocessing: Preprocessing,
+    *,
+    resumed: bool,
+    validate: bool = True,
+) -> Fitted:
+    """Build the model and train it, checkpointing to ``run_dir/checkpoints``, logging to ``run_dir/logs``.
+
+    The module ends with the weights of the best validation loss, or without
+    ``validate`` (a refit, whose validation images are in training) the last.
+    ``resumed`` continues from ``run_dir/checkpoints/last.ckpt`` where it exists.
+    """
     model = build_classifier(
         train_set.schema,
         ModelConfig(backbone=config.backbone, head=config.head, head_kwargs=dict(config.head_options)),
@@ -135,7 +195,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         compile=config.compile,
     )
     workers = config.num_workers
-    bad_log = run_dir / BAD_IMAGES_FILE
+    bad_log = Path(config.out) / BAD_IMAGES_FILE
     decoding = Decoding(decode_size(preprocessing), config.max_image_pixels, config.bad_images,
                         str(bad_log) if config.bad_images == "skip" else None)  # fmt: skip
     cache = image_cache(config, train_set, preprocessing, workers)
@@ -144,14 +204,10 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         augment=config.augment, decoding=decoding, cache=cache, pin_memory=uses_cuda(config),
         seed=config.seed,
     )  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None:
-        bad_log.unlink(missing_ok=True)
-    atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    trackers = make_trackers(config, run_dir, resumed=resume is not None)
+    trackers = make_trackers(config, run_dir, resumed=resumed)
     checkpoints = run_dir / "checkpoints"
     callbacks = checkpoint_callbacks(
-        checkpoints, steps=config.checkpoint_steps, minutes=config.checkpoint_minutes
+        checkpoints, steps=config.checkpoint_steps, minutes=config.checkpoint_minutes, best=validate
     )
     if config.ema:  # before the checkpoint writers, which must save the average of the step they write
         callbacks.insert(0, WarmedUpEMA(decay=config.ema))
@@ -165,35 +221,73 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         precision=config.precision,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        logger=[metrics_log(run_dir, resumed=resume is not None), *trackers],
+        logger=[metrics_log(run_dir, resumed=resumed), *trackers],
         deterministic=config.deterministic,
         enable_progress_bar=config.progress,
         enable_model_summary=config.progress,
         log_every_n_steps=max(1, min(10, len(train_set) // config.batch_size)),
         num_sanity_val_steps=0,
+        limit_val_batches=None if validate else 0,
     )
+    if config.refit and trainer.world_size > 1:
+        raise ConfigError("--refit trains in one process; run it without several devices or nodes")
     started = time.perf_counter()
     last = checkpoints / LAST
     with warnings.catch_warnings():
         for message in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
-        resume_from = str(last) if resume is not None and last.exists() else None
+        resume_from = str(last) if resumed and last.exists() else None
         try:
             trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         except DataError as e:
             raise worker_error(e) from None
     seconds = time.perf_counter() - started
-    if trainer.global_rank != 0:
-        return run_dir / "artifact"
-    if (checkpoints / BEST).is_file():
-        module.load_state_dict(load_checkpoint(checkpoints / BEST)["state_dict"])
-    artifact = finish(module.model, preprocessing, data, run_dir / "artifact", config, trainer, seconds)
-    save_history(artifact.path, epoch_history(run_dir / "logs"))  # the report's training curves
-    log_final(trackers, artifact, trainer.global_step)
-    if artifact.training["bad_images"]:
-        n = artifact.training["bad_images"]
-        warnings.warn(f"{n} unreadable image(s) were skipped; they are listed in {bad_log}", stacklevel=2)
-    return artifact.path
+    if trainer.global_rank == 0:
+        kept = checkpoints / BEST if validate else last  # the average, where --ema averages
+        if kept.is_file():
+            module.load_state_dict(load_checkpoint(kept)["state_dict"])
+    return Fitted(module, data, trainer, trackers, seconds)
+
+
+def refit(
+    config: TrainConfig,
+    run_dir: Path,
+    everything: Manifest,
+    val_set: Manifest,
+    preprocessing: Preprocessing,
+    validated: Artifact,
+) -> Artifact:
+    """Train again from the start on ``everything`` (training and validation images) for as many epochs.
+
+    The second training checkpoints and logs in ``RUN/refit`` (a resume
+    continues it) and keeps its last weights: with its validation images in
+    training, there is no held-out loss to choose an epoch by. The decision
+    rule, calibration, top-k balance and label-transfer setting of
+    ``validated`` were chosen on held-out images and are kept; label transfer's
+    bank is rebuilt from the refitted model's embeddings of every image.
+    """
+    where = run_dir / REFIT
+    resumed = (where / "checkpoints" / LAST).is_file()
+    L.seed_everything(config.seed, workers=True, verbose=False)  # as if it were a run of its own
+    fitted = fit(config, where, everything, val_set, preprocessing, resumed=resumed, validate=False)
+    model = fitted.module.model.to(memory_format=torch.contiguous_format).cpu().eval()
+    setting = validated.training.get("label_transfer")
+    if setting:
+        if setting.get("reference"):
+            model.reference = reference_backbone(config.backbone, pretrained=config.pretrained,
+                                                 weights=config.weights)  # fmt: skip
+        fast = "bf16" in str(fitted.trainer.precision) and cpu_supports_bf16()
+        bank, _, _ = embed(model, fitted.data, everything, "training", cache=fitted.data.cache, bf16=fast)
+        attach_transfer(model, setting, bank.embeddings[:, bank.columns(setting["reference"])], bank.labels)
+    training = dict(validated.training, refit={
+        "train_images": len(everything), "epochs": fitted.trainer.current_epoch,
+        "seconds": round(fitted.seconds, 1), "kept_from": VALIDATED,
+    })  # fmt: skip
+    artifact = save_artifact(run_dir / "artifact", model, preprocessing, validated.decision,
+                             training=training, calibration=validated.calibration)  # fmt: skip
+    save_history(artifact.path, epoch_history(run_dir / "logs"))  # the curves of the validated training
+    log_final(fitted.trackers, artifact, fitted.trainer.global_step)
+    return artifact
 
 
 def make_trainer(**options: object) -> L.Trainer:
