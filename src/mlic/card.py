@@ -191,6 +191,15 @@ def _data(training: dict) -> str:
             ("validation images", training.get("val_images")), ("epochs trained", training.get("epochs")),
             ("training time (s)", training.get("seconds")),
             ("unreadable images skipped", training.get("bad_images"))]  # fmt: skip
+    if refit := training.get("refit"):
+        again = f"trained again on {refit['train_images']} images (training and validation)"
+        rows.append(
+            (
+                "refitted (--refit)",
+                f"{again}, {refit['epochs']} epochs, {refit['seconds']} s; the "
+                "decision rule and calibration are the first model's, chosen on validation",
+            )
+        )
     return _table("## Data", rows)
 
 

@@ -234,6 +234,7 @@ def test_refit_trains_on_every_image_and_keeps_what_validation_chose(tmp_path, m
     # the same setting over a bank of as many images: the first of training, then validation images
     assert artifact.model.transfer == validated.model.transfer
     assert artifact.model.transfer["size"] == 128 and artifact.model.transfer["k"] == setting["k"]
+    assert "trained again on 128 images" in (run / "artifact" / "README.md").read_text()  # the model card
     assert (run / "refit" / "checkpoints" / "last.ckpt").is_file()
     assert not (run / "refit" / "checkpoints" / "best.ckpt").exists()  # nothing held out to choose by
 
