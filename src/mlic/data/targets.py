@@ -71,14 +71,15 @@ class LabelLists:
 
     # -- construction ----------------------------------------------------------
     @classmethod
-    def from_dense(cls, targets: np.ndarray) -> LabelLists:
-        """Lists from an int8 matrix ``[N, L]``; the fill is 0 unless most entries are unknown."""
+    def from_dense(cls, targets: np.ndarray, fill: int | None = None) -> LabelLists:
+        """Lists from an int8 matrix ``[N, L]``; by default the fill is 0 unless most are unknown."""
         targets = np.asarray(targets)
         if targets.ndim != 2:
             raise SchemaError(f"label targets have shape {targets.shape}; expected [N, n_labels]")
         if targets.size and (targets.min() < UNKNOWN or targets.max() > 1):
             raise SchemaError("label targets must be 1 (present), 0 (absent) or -1 (unknown)")
-        fill = UNKNOWN if (targets == UNKNOWN).sum() > (targets == 0).sum() else 0
+        if fill is None:
+            fill = UNKNOWN if (targets == UNKNOWN).sum() > (targets == 0).sum() else 0
         rows, cols = np.nonzero(targets != fill)  # in row order
         return cls(targets.shape[1], row_pointers(rows, len(targets)), cols, targets[rows, cols], fill)
 
@@ -134,19 +135,11 @@ class LabelLists:
         if not parts or len({p.n_labels for p in parts}) != 1:
             raise SchemaError("label lists: concatenate one or more lists of the same labels")
         fill = parts[0].fill
-        parts = [p if p.fill == fill else p.relisted(fill) for p in parts]
+        parts = [p if p.fill == fill else cls.from_dense(p.dense(), fill) for p in parts]
         ends = np.cumsum([0] + [len(p.indices) for p in parts[:-1]])
         indptr = np.concatenate([[0]] + [p.indptr[1:] + end for p, end in zip(parts, ends, strict=True)])
         indices = np.concatenate([p.indices for p in parts])
         return cls(parts[0].n_labels, indptr, indices, np.concatenate([p.values for p in parts]), fill)
-
-    def relisted(self, fill: int) -> LabelLists:
-        """The same targets listed against ``fill``: every entry that is not ``fill`` is listed."""
-        if fill == self.fill:
-            return self
-        dense = self.dense()
-        rows, cols = np.nonzero(dense != fill)
-        return LabelLists(self.n_labels, row_pointers(rows, len(self)), cols, dense[rows, cols], fill)
 
     # -- reading ----------------------------------------------------------------
     def __len__(self) -> int:
