@@ -9,9 +9,18 @@ import torch
 from helpers import write_png_split
 from mlic.data import multidigits
 from mlic.data.images import ImageDataset, Preprocessing, build_transform
+from mlic.data.shards import Shards
+from mlic.data.targets import LabelLists
 from mlic.errors import ConfigError
 from mlic.training import TrainConfig, validation_split
-from mlic.training.datamodule import SeededSamples, TrainLoader, TrainSampler
+from mlic.training.datamodule import (
+    SeededSamples,
+    TrainLoader,
+    TrainSampler,
+    copy_numbers,
+    repeat_factors,
+    training_repeats,
+)
 
 
 def test_validation_split_is_stratified_seeded_disjoint_and_complete():
@@ -70,6 +79,60 @@ def test_train_sampler_skip_resumes_the_same_order():
     sampler.skip = 6
     assert list(sampler) == whole[6:]
     assert list(sampler) == whole
+
+
+def test_repeat_factors_follow_each_images_rarest_present_label():
+    # label 0 on 50 of 100 images, label 1 on 4, label 2 on 1; unknowns and absent labels do not count
+    targets = np.zeros((100, 3), dtype=np.int8)
+    targets[:50, 0] = 1
+    targets[[0, 60, 61, 62], 1] = 1
+    targets[70, 2] = 1
+    targets[80:, 2] = -1
+    factors = repeat_factors(LabelLists.from_dense(targets), threshold=0.16)
+    assert factors[0] == factors[60] == pytest.approx(2.0)  # sqrt(0.16 / 0.04): its rarer label decides
+    assert factors[70] == pytest.approx(4.0)  # sqrt(0.16 / 0.01)
+    assert factors[1] == 1.0 and factors[99] == 1.0  # frequent label (sqrt(0.32) < 1), no present label
+    unknown_fill = LabelLists.from_dense(targets, fill=-1)
+    assert np.array_equal(repeat_factors(unknown_fill, 0.16), factors)
+
+
+def test_repeat_factor_sampler_draws_rare_images_more_in_epochs_of_the_same_length():
+    repeats = np.ones(100)
+    repeats[:10] = 3.5  # ten rare-label images
+    sampler = TrainSampler(100, seed=0, repeats=repeats)
+    drawn = np.zeros(100)
+    for epoch in range(200):
+        sampler.set_epoch(epoch)
+        keys = list(sampler)
+        assert len(keys) == 100 and {k[0] for k in keys} == {epoch}
+        for _, index, copy in keys:
+            drawn[index] += 1
+            assert copy < 4
+    rare, frequent = drawn[:10].mean() / 200, drawn[10:].mean() / 200
+    assert rare / frequent == pytest.approx(3.5, rel=0.1)  # 3.5 copies listed against 1
+    assert drawn.min() > 0  # frequent images are drawn less, never dropped for good
+    again = TrainSampler(100, seed=0, repeats=repeats)
+    again.set_epoch(199)
+    assert list(again) == keys  # a function of the seed and the epoch: resumes exactly
+    again.skip = 30
+    assert list(again) == keys[30:]
+
+
+def test_a_repeated_images_copies_are_numbered_and_augmented_apart(augmented):
+    assert copy_numbers([5, 7, 5, 5, 7]) == [0, 0, 1, 2, 1]
+    samples = SeededSamples(augmented, seed=1)
+    assert torch.equal(samples[(2, 5, 0)][0], samples[(2, 5)][0])  # the first copy: as without repeats
+    assert not torch.equal(samples[(2, 5, 1)][0], samples[(2, 5)][0])
+
+
+def test_repeat_threshold_is_checked_and_refused_for_streamed_shards(tmp_path):
+    assert training_repeats(TrainConfig(), multidigits("val", 20)) is None
+    factors = training_repeats(TrainConfig(repeat_threshold=0.5), multidigits("val", 20))
+    assert factors.shape == (20,) and factors.min() >= 1.0
+    with pytest.raises(ConfigError, match="repeat_threshold"):
+        TrainConfig(repeat_threshold=1.5)
+    with pytest.raises(ConfigError, match="streamed shards"):
+        training_repeats(TrainConfig(data="pack", repeat_threshold=0.1), object.__new__(Shards))
 
 
 @pytest.fixture(scope="module")

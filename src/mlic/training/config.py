@@ -168,6 +168,11 @@ class TrainConfig:
         MAX_IMAGE_PIXELS, "Refuse larger images unread (default 89,478,485, Pillow's limit; 0: none).",
         group="data", cli=no_limit_at_zero, cli_type=int | None,
     )  # fmt: skip
+    repeat_threshold: float = option(
+        0.0, "Repeat-factor sampling (LVIS): an image whose rarest label is on a share f of the training "
+        "images is drawn max(1, sqrt(T / f)) times as often, epochs keep their length; 0: off (LVIS: 0.001).",
+        group="data",
+    )  # fmt: skip
     hide_positives: float = option(
         0.0, "Simulate incomplete labels: hide this share of the train and val positives (seeded).",
         group="data",
@@ -301,6 +306,8 @@ class TrainConfig:
         unknown = [name for name in self.logger if name not in LOGGERS]
         if unknown:
             raise ConfigError(f"logger must be among {list(LOGGERS)}, got {unknown[0]!r}")
+        if not 0.0 <= self.repeat_threshold <= 1.0:
+            raise ConfigError(f"repeat_threshold must lie in [0, 1], got {self.repeat_threshold!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"ema must lie in [0, 1), got {self.ema!r}")
         if self.backbone_lr_scale is not None and not self.backbone_lr_scale > 0:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -31,7 +32,7 @@ from mlic.data.images.dataset import Collate
 from mlic.data.manifest import Manifest, check_files
 from mlic.data.shards import Shards, ShardSet, StreamedSample, is_remote, is_shards, locate
 from mlic.data.split import stratified_split
-from mlic.data.targets import HIDDEN_AS
+from mlic.data.targets import HIDDEN_AS, LabelLists
 from mlic.errors import ConfigError, DataError
 from mlic.extras import require
 from mlic.training.config import AUTO_CACHE_SHARE, TrainConfig, is_demo
@@ -61,10 +62,12 @@ class DataModule(L.LightningDataModule):
         cache: ImageCache | None = None,
         pin_memory: bool = False,
         seed: int = 0,
+        repeats: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.train_manifest, self.val_manifest = train, val
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.repeats = repeats
         self.decoding, self.cache, self.pin_memory = decoding or Decoding(), cache, pin_memory
         self.train_transform = build_transform(preprocessing, train=True, augment=augment)
         self.eval_transform = build_transform(preprocessing, train=False)
@@ -78,7 +81,7 @@ class DataModule(L.LightningDataModule):
         images = ImageDataset(
             self.train_manifest, self.train_transform, decoding=self.decoding, cache=self.cache
         )
-        sampler = TrainSampler(len(images), self.seed, world=world, rank=rank)
+        sampler = TrainSampler(len(images), self.seed, world=world, rank=rank, repeats=self.repeats)
         return TrainLoader(
             SeededSamples(images, self.seed),
             sampler=sampler,
@@ -127,10 +130,20 @@ class TrainSampler(Sampler[tuple[int, int]]):
     ``world``-th sample), never from a global generator, so a resumed run
     sees the order an uninterrupted one would. ``skip`` leaves out the first
     samples of the next iteration: those a resumed epoch has already trained on.
+
+    With ``repeats`` (``repeat_factors``), image ``i`` is listed ``r_i`` times,
+    rounded at random each epoch (LVIS's stochastic rounding), the list is
+    shuffled and its first ``n`` entries make the epoch: rare-label images come
+    more often, frequent ones less, and an epoch costs what it did.
     """
 
-    def __init__(self, n: int, seed: int, *, world: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, n: int, seed: int, *, world: int = 1, rank: int = 0, repeats: np.ndarray | None = None
+    ) -> None:
+        if repeats is not None and len(repeats) != n:
+            raise ValueError(f"{len(repeats)} repeat factors for {n} images")
         self.n, self.seed, self.world, self.rank = n, seed, world, rank
+        self.repeats = None if repeats is None else torch.as_tensor(repeats, dtype=torch.float64)
         self.epoch = 0
         self.skip = 0
 
@@ -139,17 +152,58 @@ class TrainSampler(Sampler[tuple[int, int]]):
 
     def order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        order = torch.randperm(self.n, generator=generator).tolist()
+        if self.repeats is None:
+            order = torch.randperm(self.n, generator=generator).tolist()
+        else:
+            order = self.repeated(generator).tolist()
         order += order[: len(self) * self.world - self.n]  # pad so that every process has as many
         return order[self.rank :: self.world]
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def repeated(self, generator: torch.Generator) -> torch.Tensor:
+        """``n`` image indices in random order from a list of each image ``r_i`` times (rounded at random)."""
+        whole = self.repeats.floor()
+        up = torch.rand(self.n, generator=generator, dtype=torch.float64) < self.repeats - whole
+        listed = torch.arange(self.n).repeat_interleave((whole + up).long())
+        return listed[torch.randperm(len(listed), generator=generator)[: self.n]]
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
         start, self.skip = self.skip, 0
-        epoch = self.epoch
-        return iter([(epoch, index) for index in self.order(epoch)[start:]])
+        epoch, order = self.epoch, self.order(self.epoch)
+        if self.repeats is None:
+            return iter([(epoch, index) for index in order[start:]])
+        # a repeated image's later copies carry their number, which gives them augmentations of their own
+        keys = [(epoch, index, copy) for index, copy in zip(order, copy_numbers(order), strict=True)]
+        return iter(keys[start:])
 
     def __len__(self) -> int:
         return -(-self.n // self.world)
+
+
+def copy_numbers(order: list[int]) -> list[int]:
+    """For each entry of ``order``, how many times its index came before it: 0, 0, 1 for 5, 7, 5."""
+    seen: dict[int, int] = {}
+    numbers = []
+    for index in order:
+        numbers.append(seen.get(index, 0))
+        seen[index] = numbers[-1] + 1
+    return numbers
+
+
+def repeat_factors(labels: LabelLists, threshold: float) -> np.ndarray:
+    """Each training image's repeat factor ``max(1, sqrt(threshold / f))``, float64 ``[N]``.
+
+    ``f`` is the share of the images on which the image's rarest present label
+    is present (Gupta et al. 2019, LVIS, section 4.2; detectron2's
+    ``RepeatFactorTrainingSampler``, mmdetection's ``ClassBalancedDataset``).
+    Images without a present label get 1.
+    """
+    share = labels.counts()["positive"] / max(len(labels), 1)
+    per_label = np.maximum(1.0, np.sqrt(threshold / np.maximum(share, 1e-12)))
+    rows = np.repeat(np.arange(len(labels)), np.diff(labels.indptr))
+    present = labels.values == 1
+    factors = np.ones(len(labels))
+    np.maximum.at(factors, rows[present], per_label[labels.indices[present]])
+    return factors
 
 
 class TrainLoader(DataLoader):
@@ -183,7 +237,8 @@ class TrainLoader(DataLoader):
 
 
 class SeededSamples(Dataset):
-    """A training ``ImageDataset`` whose random augmentation is a function of ``(seed, epoch, index)``.
+    """A training ``ImageDataset`` whose random augmentation is a function of ``(seed, epoch, index)``
+    (and of the copy, for an image drawn twice in an epoch by repeat factors).
 
     Each sample's transform runs with torch's generator seeded from those
     three, so augmentation does not depend on worker processes, their
@@ -197,12 +252,12 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
+    def __getitem__(self, key: tuple[int, ...]):
+        epoch, index, *copy = key  # (epoch, index) or, drawn by repeat factors, (epoch, index, copy)
         # the default CPU generator only: torch.manual_seed also seeds every accelerator (150 µs a call)
         generator = torch.default_generator
         state = generator.get_state()
-        generator.manual_seed(sample_seed(self.seed, epoch, index))
+        generator.manual_seed(sample_seed(self.seed, epoch, index, *copy))
         try:
             return self.images[index]
         finally:
@@ -248,9 +303,11 @@ def streamed_loader(
     return stream_loader(dataset, epoch=epoch, **options)
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 64-bit seed for one sample in one epoch: a hash, so that nearby keys give unrelated streams."""
-    digest = hashlib.blake2b(f"{seed},{epoch},{index}".encode(), digest_size=8).digest()
+def sample_seed(seed: int, epoch: int, index: int, copy: int = 0) -> int:
+    """A 64-bit seed for one sample (its ``copy``-th in the epoch): a hash, so that nearby keys give
+    unrelated streams. The first copy's seed is the one of runs without repeat factors."""
+    key = f"{seed},{epoch},{index}" + (f",{copy}" if copy else "")
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
 
@@ -356,6 +413,15 @@ def validation_split(manifest: Manifest, fraction: float, seed: int) -> tuple[Ma
         raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {fraction}")
     splits = stratified_split(manifest, {"train": 1.0 - fraction, "val": fraction}, seed)
     return splits["train"], splits["val"]
+
+
+def training_repeats(config: TrainConfig, train: Manifest | Shards) -> np.ndarray | None:
+    """The training images' repeat factors under ``config.repeat_threshold``, or None when it is 0."""
+    if not config.repeat_threshold:
+        return None
+    if isinstance(train, Shards):
+        raise ConfigError(f"{config.data}: --repeat-threshold draws from image files, not streamed shards")
+    return repeat_factors(train.label_lists, config.repeat_threshold)
 
 
 def image_cache(
