@@ -37,7 +37,8 @@ MAX_LABELS = 50
 """Labels listed one by one in the card; beyond this, the first ``MAX_LABELS`` and a count."""
 NOT_RECORDED = "not recorded"
 TRAINING_OPTIONS = ("max_epochs", "lr", "backbone_lr_scale", "weight_decay", "warmup_epochs", "batch_size",
-                    "augment", "repeat_threshold", "seed", "split", "val_fraction")  # fmt: skip
+                    "augment", "progressive_resize", "repeat_threshold", "seed", "split",
+                    "val_fraction")  # fmt: skip
 """The options of the run's config that the card names (the rest are in ``mlic.json``)."""
 EVALUATION_FIGURES = ("mAP", "micro_f1", "macro_f1", "micro_precision", "micro_recall", "samples_f1",
                       "hamming_loss", "subset_accuracy")  # fmt: skip

@@ -14,12 +14,16 @@ from mlic.data.targets import LabelLists
 from mlic.errors import ConfigError
 from mlic.training import TrainConfig, validation_split
 from mlic.training.datamodule import (
+    DataModule,
     SeededSamples,
+    SeededTransform,
     TrainLoader,
     TrainSampler,
     copy_numbers,
+    progressive_sizes,
     repeat_factors,
     training_repeats,
+    training_sizes,
 )
 
 
@@ -135,6 +139,33 @@ def test_repeat_threshold_is_checked_and_refused_for_streamed_shards(tmp_path):
         training_repeats(TrainConfig(data="pack", repeat_threshold=0.1), object.__new__(Shards))
 
 
+def test_progressive_sizes_grow_linearly_to_the_input_size_in_steps_of_16():
+    assert progressive_sizes((160, 160), 0.6, 6) == [(96, 96), (112, 112), (128, 128), (128, 128),
+                                                    (144, 144), (160, 160)]  # fmt: skip
+    assert progressive_sizes((224, 160), 0.5, 3)[0] == (112, 80)
+    assert progressive_sizes((64, 64), 0.5, 1) == [(64, 64)]  # one epoch: the input size
+    assert training_sizes(TrainConfig(), (160, 160)) is None
+    assert training_sizes(TrainConfig(progressive_resize=0.5, max_epochs=2), (64, 64)) == [(32, 32), (64, 64)]
+    with pytest.raises(ConfigError, match="progressive_resize"):
+        TrainConfig(progressive_resize=0.05)
+
+
+def test_progressive_resizing_trains_each_epoch_at_its_size_and_validates_at_the_input_size():
+    train_part, val_part = multidigits("train", 8), multidigits("val", 4)
+    sizes = [(32, 32), (48, 48), (64, 64)]
+    data = DataModule(train_part, val_part, Preprocessing(image_size=(64, 64)), batch_size=4, num_workers=0,
+                      augment="light", sizes=sizes)  # fmt: skip
+    loader = data.train_dataloader()
+    for epoch, size in [(0, 32), (2, 64), (1, 48), (5, 64)]:  # past the schedule: the last size
+        loader.sampler.set_epoch(epoch)
+        assert {tuple(images.shape[-2:]) for images, _, _ in loader} == {(size, size)}
+    assert {tuple(images.shape[-2:]) for images, _, _ in data.val_dataloader()} == {(64, 64)}
+    streamed = SeededTransform(data.train_transform, 0, data.epoch_transforms)  # shards: the same sizes
+    image = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    assert [streamed(image, epoch, 0).shape[-1] for epoch in (0, 1, 2, 3)] == [32, 48, 64, 64]
+    assert SeededTransform(data.train_transform, 0)(image, 0, 0).shape[-1] == 64
+
+
 @pytest.fixture(scope="module")
 def augmented() -> ImageDataset:
     m = multidigits("val", 40, seed=0)
@@ -235,7 +266,6 @@ def test_streamed_samples_are_augmented_as_file_samples_are(augmented, tmp_path)
     from mlic.data.images import Decoding
     from mlic.data.pack import pack
     from mlic.data.shards import ShardSet, StreamedSample
-    from mlic.training.datamodule import SeededTransform
 
     pack(
         "demo", tmp_path / "p", demo_train=4, demo_val=40, seed=0

@@ -425,20 +425,22 @@ def test_label_biases_start_from_the_training_priors_unless_turned_off(tmp_path,
     assert np.allclose(priors, np.maximum((labels == 1).sum(0), 0.5) / len(labels))
 
 
-def test_repeat_threshold_draws_the_training_images_by_their_repeat_factors(tmp_path, monkeypatch):
+def test_repeat_factors_and_progressive_sizes_reach_the_training_loader(tmp_path, monkeypatch):
     from mlic.training import datamodule
 
-    seen = []
-    original = datamodule.TrainSampler.__init__
+    seen = {}
+    original = datamodule.DataModule.__init__
 
     def recording(self, *args, **kwargs):
-        seen.append(kwargs.get("repeats"))
+        seen.update(kwargs)
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(datamodule.TrainSampler, "__init__", recording)
-    options = {**TINY, "demo_train": 64, "demo_val": 16, "max_epochs": 1}
-    run = train(out=str(tmp_path / "run"), repeat_threshold=0.5, **options)
+    monkeypatch.setattr(datamodule.DataModule, "__init__", recording)
+    options = {**TINY, "demo_train": 64, "demo_val": 16, "max_epochs": 2}
+    run = train(out=str(tmp_path / "run"), repeat_threshold=0.5, progressive_resize=0.5, **options)
     labels = multidigits("train", 64, seed=TrainConfig().seed).label_lists
-    assert seen and np.array_equal(seen[0], datamodule.repeat_factors(labels, 0.5))
-    assert seen[0].max() > 1.0  # some digit is on fewer than half of the images
-    assert load_artifact(run).training["config"]["repeat_threshold"] == 0.5
+    assert np.array_equal(seen["repeats"], datamodule.repeat_factors(labels, 0.5))
+    assert seen["repeats"].max() > 1.0  # some digit is on fewer than half of the images
+    assert seen["sizes"] == [(16, 16), (32, 32)]  # TINY's inputs are 32 px
+    config = load_artifact(run).training["config"]
+    assert config["repeat_threshold"] == 0.5 and config["progressive_resize"] == 0.5

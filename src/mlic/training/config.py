@@ -173,6 +173,10 @@ class TrainConfig:
         "images is drawn max(1, sqrt(T / f)) times as often, epochs keep their length; 0: off (LVIS: 0.001).",
         group="data",
     )  # fmt: skip
+    progressive_resize: float = option(
+        0.0, "Progressive resizing: train the first epoch at this share of the input size (e.g. 0.6), "
+        "growing linearly to the full size in the last; 0: off.", group="data",
+    )  # fmt: skip
     hide_positives: float = option(
         0.0, "Simulate incomplete labels: hide this share of the train and val positives (seeded).",
         group="data",
@@ -308,6 +312,10 @@ class TrainConfig:
             raise ConfigError(f"logger must be among {list(LOGGERS)}, got {unknown[0]!r}")
         if not 0.0 <= self.repeat_threshold <= 1.0:
             raise ConfigError(f"repeat_threshold must lie in [0, 1], got {self.repeat_threshold!r}")
+        if not (self.progressive_resize == 0.0 or 0.1 <= self.progressive_resize <= 1.0):
+            raise ConfigError(
+                f"progressive_resize must be 0 (off) or lie in [0.1, 1], got {self.progressive_resize!r}"
+            )
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"ema must lie in [0, 1), got {self.ema!r}")
         if self.backbone_lr_scale is not None and not self.backbone_lr_scale > 0:

@@ -10,7 +10,8 @@ way each sample's augmentation is seeded by ``(seed, epoch, index)``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -36,6 +37,9 @@ from mlic.data.targets import HIDDEN_AS, LabelLists
 from mlic.errors import ConfigError, DataError
 from mlic.extras import require
 from mlic.training.config import AUTO_CACHE_SHARE, TrainConfig, is_demo
+
+SIZE_STEP = 16
+"""Progressive resizing rounds input sides to multiples of this (convnets downsample by 16 or 32)."""
 
 
 class DataModule(L.LightningDataModule):
@@ -63,6 +67,7 @@ class DataModule(L.LightningDataModule):
         pin_memory: bool = False,
         seed: int = 0,
         repeats: np.ndarray | None = None,
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         super().__init__()
         self.train_manifest, self.val_manifest = train, val
@@ -71,6 +76,12 @@ class DataModule(L.LightningDataModule):
         self.decoding, self.cache, self.pin_memory = decoding or Decoding(), cache, pin_memory
         self.train_transform = build_transform(preprocessing, train=True, augment=augment)
         self.eval_transform = build_transform(preprocessing, train=False)
+        self.epoch_transforms = None  # progressive resizing: the training transform of each epoch
+        if sizes:
+            self.epoch_transforms = [
+                build_transform(replace(preprocessing, image_size=size), train=True, augment=augment)
+                for size in sizes
+            ]
 
     def train_dataloader(self) -> DataLoader:
         """This process's shuffled share of the training images, resumable mid-epoch."""
@@ -83,7 +94,7 @@ class DataModule(L.LightningDataModule):
         )
         sampler = TrainSampler(len(images), self.seed, world=world, rank=rank, repeats=self.repeats)
         return TrainLoader(
-            SeededSamples(images, self.seed),
+            SeededSamples(images, self.seed, self.epoch_transforms),
             sampler=sampler,
             drop_last=len(sampler) > self.batch_size,  # a ragged last batch, unless it is the only one
             **self._loader_options(images),
@@ -91,7 +102,7 @@ class DataModule(L.LightningDataModule):
 
     def _stream_loader(self, shards: Shards) -> DataLoader:
         """The training split streamed from its shards by litdata's loader, whose state Lightning saves."""
-        transform = SeededTransform(self.train_transform, self.seed)
+        transform = SeededTransform(self.train_transform, self.seed, self.epoch_transforms)
         sample = StreamedSample(shards.url, self.decoding, transform)
         return streamed_loader(shards, sample, seed=self.seed, epoch=self._epoch, batch_size=self.batch_size,
                                num_workers=self.num_workers, pin_memory=self.pin_memory,
@@ -189,6 +200,13 @@ def copy_numbers(order: list[int]) -> list[int]:
     return numbers
 
 
+def training_sizes(config: TrainConfig, size: tuple[int, int]) -> list[tuple[int, int]] | None:
+    """Each epoch's input size under ``config.progressive_resize``, or None when it is off."""
+    if not config.progressive_resize:
+        return None
+    return progressive_sizes(size, config.progressive_resize, config.max_epochs)
+
+
 def repeat_factors(labels: LabelLists, threshold: float) -> np.ndarray:
     """Each training image's repeat factor ``max(1, sqrt(threshold / f))``, float64 ``[N]``.
 
@@ -245,8 +263,10 @@ class SeededSamples(Dataset):
     number, or a resume; the caller's generator is left as it was.
     """
 
-    def __init__(self, images: ImageDataset, seed: int) -> None:
-        self.images, self.seed = images, seed
+    def __init__(
+        self, images: ImageDataset, seed: int, epoch_transforms: Sequence[Any] | None = None
+    ) -> None:
+        self.images, self.seed, self.epoch_transforms = images, seed, epoch_transforms
         self.collate = images.collate
 
     def __len__(self) -> int:
@@ -258,6 +278,8 @@ class SeededSamples(Dataset):
         generator = torch.default_generator
         state = generator.get_state()
         generator.manual_seed(sample_seed(self.seed, epoch, index, *copy))
+        if self.epoch_transforms:
+            self.images.transform = for_epoch(self.epoch_transforms, epoch)
         try:
             return self.images[index]
         finally:
@@ -268,17 +290,38 @@ class SeededTransform:
     """A training transform run with torch's generator seeded from ``(seed, epoch, index)``, as
     ``SeededSamples`` runs it for files: the augmentation of streamed samples follows the same rule."""
 
-    def __init__(self, transform: Any, seed: int) -> None:
-        self.transform, self.seed = transform, seed
+    def __init__(self, transform: Any, seed: int, epoch_transforms: Sequence[Any] | None = None) -> None:
+        self.transform, self.seed, self.epoch_transforms = transform, seed, epoch_transforms
 
     def __call__(self, image: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
+        transform = for_epoch(self.epoch_transforms, epoch) if self.epoch_transforms else self.transform
         generator = torch.default_generator
         state = generator.get_state()
         generator.manual_seed(sample_seed(self.seed, epoch, index))
         try:
-            return self.transform(image)
+            return transform(image)
         finally:
             generator.set_state(state)
+
+
+def for_epoch(transforms: Sequence[Any], epoch: int) -> Any:
+    """The transform of ``epoch``; epochs past the list (a resume with more epochs) take the last."""
+    return transforms[min(epoch, len(transforms) - 1)]
+
+
+def progressive_sizes(size: tuple[int, int], start: float, epochs: int) -> list[tuple[int, int]]:
+    """Each epoch's input size: from ``start`` x ``size`` in the first epoch, linearly, to ``size`` in the
+    last (EfficientNetV2's progressive learning, without its regularisation schedule), in steps of
+    ``SIZE_STEP`` pixels."""
+    if epochs < 2:
+        return [tuple(size)] * max(epochs, 1)
+    fractions = [start + (1.0 - start) * e / (epochs - 1) for e in range(epochs)]
+    return [tuple(stepped(f * side) for side in size) for f in fractions]
+
+
+def stepped(side: float) -> int:
+    """``side`` rounded to a multiple of ``SIZE_STEP``, at least one step."""
+    return max(SIZE_STEP, round(side / SIZE_STEP) * SIZE_STEP)
 
 
 def streamed_loader(

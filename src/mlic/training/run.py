@@ -39,7 +39,7 @@ from mlic.schema import LabelSchema
 from mlic.thresholds import Decision, choose_balance, choose_thresholds, label_priors
 from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_callbacks, load_checkpoint
 from mlic.training.config import TrainConfig, loss_summary, parse_devices, read_run_config
-from mlic.training.datamodule import DataModule, image_cache, load_splits, training_repeats
+from mlic.training.datamodule import DataModule, image_cache, load_splits, training_repeats, training_sizes
 from mlic.training.defaults import resolve, resolve_preprocessing, uses_cuda
 from mlic.training.metrics_log import MetricsLog, epoch_history
 from mlic.training.module import MultiLabelModule, WarmedUpEMA, build_loss, validation_figures
@@ -203,6 +203,7 @@ def fit(
         train_set, val_set, preprocessing, batch_size=config.batch_size, num_workers=workers,
         augment=config.augment, decoding=decoding, cache=cache, pin_memory=uses_cuda(config),
         seed=config.seed, repeats=training_repeats(config, train_set),
+        sizes=training_sizes(config, preprocessing.image_size),
     )  # fmt: skip
     trackers = make_trackers(config, run_dir, resumed=resumed)
     checkpoints = run_dir / "checkpoints"
