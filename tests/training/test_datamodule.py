@@ -285,13 +285,20 @@ def test_streamed_samples_are_augmented_as_file_samples_are(augmented, tmp_path)
 
 
 DDP_SCRIPT = """
-import json, os, sys
+import json, os, sys, time
 import torch.distributed as dist
+from litdata.streaming.downloader import S3Downloader
 from mlic.data.shards import ShardSet
 from mlic.training.datamodule import streamed_loader
 
 def index_and_epoch(item, epoch):
     return int(item["index"]), epoch
+
+publish = S3Downloader._publish_file
+def slow_publish(self, tmp_path, local_path):  # a slow index download: another process waits 1 s only
+    time.sleep(3 if local_path.endswith("index.json") else 0)
+    publish(self, tmp_path, local_path)
+S3Downloader._publish_file = slow_publish
 
 dist.init_process_group("gloo")
 shards = ShardSet.open(sys.argv[1]).split("train")
@@ -306,7 +313,8 @@ dist.destroy_process_group()
 
 def test_two_process_ddp_from_s3_streams_every_sample_once_per_epoch(tmp_path, s3_bucket):
     """Two gloo processes stream the training split from the S3 server: the ranks' samples of an epoch are
-    the split exactly, as many batches each, reshuffled every epoch (128 = 2 ranks x 2 workers x 8 x 4)."""
+    the split exactly, as many batches each, reshuffled every epoch (128 = 2 ranks x 2 workers x 8 x 4).
+    The index takes 3 s to download, which the second process must wait for."""
     import json
     import os
     import socket

@@ -10,6 +10,7 @@ way each sample's augmentation is seeded by ``(seed, epoch, index)``.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -342,7 +343,17 @@ def streamed_loader(
 
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     several = distributed and torch.distributed.get_world_size() > 1
-    dataset = StreamedSamples(shards.url, sample, seed=seed, shuffle=True, drop_last=several)
+    if not several:
+        dataset = StreamedSamples(shards.url, sample, seed=seed, shuffle=True, drop_last=False)
+        return stream_loader(dataset, epoch=epoch, **options)
+    # Each machine's first process fetches the index into litdata's cache before the others read it:
+    # litdata 0.2.76 waits 1 s for another process's download of index.json, then fails without it.
+    first = int(os.environ.get("LOCAL_RANK", torch.distributed.get_rank())) == 0
+    if not first:
+        torch.distributed.barrier()
+    dataset = StreamedSamples(shards.url, sample, seed=seed, shuffle=True, drop_last=True)
+    if first:
+        torch.distributed.barrier()
     return stream_loader(dataset, epoch=epoch, **options)
 
 
