@@ -144,6 +144,7 @@ def test_progressive_sizes_grow_linearly_to_the_input_size_in_steps_of_16():
                                                     (144, 144), (160, 160)]  # fmt: skip
     assert progressive_sizes((224, 160), 0.5, 3)[0] == (112, 80)
     assert progressive_sizes((64, 64), 0.5, 1) == [(64, 64)]  # one epoch: the input size
+    assert progressive_sizes((232, 250), 0.9, 2) == [(208, 224), (232, 250)]  # the last epoch: exactly it
     assert training_sizes(TrainConfig(), (160, 160)) is None
     assert training_sizes(TrainConfig(progressive_resize=0.5, max_epochs=2), (64, 64)) == [(32, 32), (64, 64)]
     with pytest.raises(ConfigError, match="progressive_resize"):

@@ -314,15 +314,14 @@ def progressive_sizes(size: tuple[int, int], start: float, epochs: int) -> list[
     """Each epoch's input size: from ``start`` x ``size`` in the first epoch, linearly, to ``size`` in the
     last (EfficientNetV2's progressive learning, without its regularisation schedule), in steps of
     ``SIZE_STEP`` pixels."""
-    if epochs < 2:
-        return [tuple(size)] * max(epochs, 1)
-    fractions = [start + (1.0 - start) * e / (epochs - 1) for e in range(epochs)]
-    return [tuple(stepped(f * side) for side in size) for f in fractions]
+    full = (int(size[0]), int(size[1]))
+    growing = [start + (1.0 - start) * e / (epochs - 1) for e in range(epochs - 1)] if epochs > 1 else []
+    return [(stepped(f * full[0], full[0]), stepped(f * full[1], full[1])) for f in growing] + [full]
 
 
-def stepped(side: float) -> int:
-    """``side`` rounded to a multiple of ``SIZE_STEP``, at least one step."""
-    return max(SIZE_STEP, round(side / SIZE_STEP) * SIZE_STEP)
+def stepped(side: float, full: int) -> int:
+    """``side`` rounded to a multiple of ``SIZE_STEP``: at least one step, at most ``full``."""
+    return min(full, max(SIZE_STEP, round(side / SIZE_STEP) * SIZE_STEP))
 
 
 def streamed_loader(
