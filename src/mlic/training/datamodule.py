@@ -34,7 +34,7 @@ from mlic.data.images.dataset import Collate
 from mlic.data.manifest import Manifest, check_files
 from mlic.data.shards import Shards, ShardSet, StreamedSample, is_remote, is_shards, locate
 from mlic.data.split import stratified_split
-from mlic.data.targets import HIDDEN_AS, LabelLists
+from mlic.data.targets import HIDDEN_AS, LabelLists, entry_rows
 from mlic.errors import ConfigError, DataError
 from mlic.extras import require
 from mlic.training.config import AUTO_CACHE_SHARE, TrainConfig, is_demo
@@ -134,7 +134,7 @@ class DataModule(L.LightningDataModule):
         }
 
 
-class TrainSampler(Sampler[tuple[int, int]]):
+class TrainSampler(Sampler[tuple[int, ...]]):
     """Process ``rank``'s share of a shuffled epoch, as ``(epoch, index)`` keys, a function of the seed only.
 
     The order of epoch ``e`` comes from ``seed + e`` (as in torch's
@@ -201,13 +201,6 @@ def copy_numbers(order: list[int]) -> list[int]:
     return numbers
 
 
-def training_sizes(config: TrainConfig, size: tuple[int, int]) -> list[tuple[int, int]] | None:
-    """Each epoch's input size under ``config.progressive_resize``, or None when it is off."""
-    if not config.progressive_resize:
-        return None
-    return progressive_sizes(size, config.progressive_resize, config.max_epochs)
-
-
 def repeat_factors(labels: LabelLists, threshold: float) -> np.ndarray:
     """Each training image's repeat factor ``max(1, sqrt(threshold / f))``, float64 ``[N]``.
 
@@ -218,7 +211,7 @@ def repeat_factors(labels: LabelLists, threshold: float) -> np.ndarray:
     """
     share = labels.counts()["positive"] / max(len(labels), 1)
     per_label = np.maximum(1.0, np.sqrt(threshold / np.maximum(share, 1e-12)))
-    rows = np.repeat(np.arange(len(labels)), np.diff(labels.indptr))
+    rows = entry_rows(labels.indptr)
     present = labels.values == 1
     factors = np.ones(len(labels))
     np.maximum.at(factors, rows[present], per_label[labels.indices[present]])
@@ -308,6 +301,13 @@ class SeededTransform:
 def for_epoch(transforms: Sequence[Any], epoch: int) -> Any:
     """The transform of ``epoch``; epochs past the list (a resume with more epochs) take the last."""
     return transforms[min(epoch, len(transforms) - 1)]
+
+
+def training_sizes(config: TrainConfig, size: tuple[int, int]) -> list[tuple[int, int]] | None:
+    """Each epoch's input size under ``config.progressive_resize``, or None when it is off."""
+    if not config.progressive_resize:
+        return None
+    return progressive_sizes(size, config.progressive_resize, config.max_epochs)
 
 
 def progressive_sizes(size: tuple[int, int], start: float, epochs: int) -> list[tuple[int, int]]:
