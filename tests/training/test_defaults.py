@@ -29,9 +29,10 @@ def test_accelerator_auto_takes_a_cuda_gpu_when_one_is_visible_else_the_cpu(monk
     assert resolve_accelerator(TrainConfig(accelerator="mps")) == "mps"
 
 
-def test_the_recipe_sets_batch_and_prior_biases_unless_given():
+def test_the_recipe_sets_batch_prior_biases_and_negative_weight_unless_given():
     tuned = resolve_recipe(TrainConfig(backbone="resnet10t", weights="w.safetensors"))
     scratch = resolve_recipe(TrainConfig())
-    assert (tuned.batch_size, tuned.prior_bias) == (32, True)
-    assert (scratch.batch_size, scratch.prior_bias) == (128, False)
+    assert (tuned.batch_size, tuned.prior_bias, tuned.neg_weight) == (32, True, 0.5)
+    assert (scratch.batch_size, scratch.prior_bias, scratch.neg_weight) == (128, False, 1.0)
     assert resolve_recipe(TrainConfig(weights="w.safetensors", prior_bias=False)).prior_bias is False
+    assert resolve_recipe(TrainConfig(weights="w.safetensors", neg_weight=1.0)).neg_weight == 1.0

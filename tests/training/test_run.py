@@ -125,6 +125,9 @@ def test_loss_options_reach_the_loss_and_the_artifact(tmp_path):
     assert loss_summary(config)["gamma_neg"] == 2.0 and loss_summary(config)["max_pos_weight"] == 100.0
     with pytest.raises(ConfigError, match="gamma_nge"):
         build_loss(TrainConfig(loss="asl", loss_options={"gamma_nge": 2.0}), train_set)
+    assert float(loss.label_loss.neg_weight) == 1.0  # from scratch: every negative counts fully
+    fine_tuning = build_loss(TrainConfig(weights="w.safetensors"), train_set)
+    assert float(fine_tuning.label_loss.neg_weight) == 0.5  # the fine-tuning recipe's
 
     options = {**TINY, "demo_train": 128, "demo_val": 32}
     artifact = load_artifact(train(out=str(tmp_path / "run"), loss="focal", missing="negative", **options))

@@ -224,7 +224,11 @@ class TrainConfig:
         group="loss", cli=parse_pos_weight, cli_type=str,
     )  # fmt: skip
     max_pos_weight: float = option(100.0, "Upper bound of --pos-weight auto.", group="loss")
-    neg_weight: float = option(1.0, "Weight w_n of negative label targets.", group="loss")
+    neg_weight: float | None = option(
+        None, "Weight w_n of negative label targets (default 0.5 fine-tuning pretrained weights: "
+        "many labels are missing from real photos' annotations, and most labels are rare; else 1).",
+        group="loss",
+    )  # fmt: skip
     label_smoothing: float = option(0.0, "Label smoothing epsilon for labels.", group="loss")
     missing: str = option(
         "ignore", "Unknown (-1) targets: ignore (masked), negative or selective.", group="loss"

@@ -1,8 +1,9 @@
 """What follows from the options: every default that depends on the data or the machine, filled in once.
 
 ``resolve(config)`` returns the config with no option left to be decided
-later: input size, augmentation and flips (MultiDigits or photos), batch size
-and the backbone's learning-rate share (fine-tuning or from scratch),
+later: input size, augmentation and flips (MultiDigits or photos), batch size,
+the backbone's learning-rate share and the weight of negative labels
+(fine-tuning or from scratch),
 precision (what the device runs fast), loader processes (in-memory data or
 files), the data name. ``train`` saves that config as ``config.json``, so the run
 directory says what was used, and ``--print-config`` shows it before a run.
@@ -20,10 +21,10 @@ from mlic.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from mlic.inference.precision import cpu_supports_bf16
 from mlic.training.config import DEMO, TrainConfig, is_demo
 
-FINE_TUNING = {"batch_size": 32, "backbone_lr_scale": 1 / 3, "prior_bias": True}
+FINE_TUNING = {"batch_size": 32, "backbone_lr_scale": 1 / 3, "prior_bias": True, "neg_weight": 0.5}
 """Defaults when training starts from pretrained weights (``pretrained`` or ``weights``): measured on
 real photos against a plain fine-tuning loop (README, "Real photos")."""
-FROM_SCRATCH = {"batch_size": 128, "backbone_lr_scale": 1.0, "prior_bias": False}
+FROM_SCRATCH = {"batch_size": 128, "backbone_lr_scale": 1.0, "prior_bias": False, "neg_weight": 1.0}
 """Defaults from random weights: measured on MultiDigits."""
 
 

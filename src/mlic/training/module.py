@@ -16,6 +16,7 @@ from mlic.metrics import attribute_scores, mean_average_precision, multilabel_sc
 from mlic.models import Classifier
 from mlic.models.outputs import Probabilities, probabilities
 from mlic.training.config import TrainConfig
+from mlic.training.defaults import resolve_recipe
 
 
 class MultiLabelModule(L.LightningModule):
@@ -192,7 +193,9 @@ def build_loss(config: TrainConfig, train_set: Manifest | Shards) -> SchemaLoss:
     """The schema's loss: the label loss with its options, and the policy for unknown targets.
 
     Only the training targets' counts are read (``label_lists.counts()``), which shards store.
+    Options left to the recipe (``neg_weight``) take its value (``resolve_recipe``).
     """
+    config = resolve_recipe(config)
     label_loss = create_label_loss(
         config.loss,
         pos_weight=config.pos_weight,
