@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
+
 from mlic.training import TrainConfig
-from mlic.training.defaults import resolve_recipe
+from mlic.training.defaults import resolve_neg_weight, resolve_recipe
 
 
 def test_preprocessing_follows_the_backbones_pretrained_normalisation():
@@ -29,10 +33,20 @@ def test_accelerator_auto_takes_a_cuda_gpu_when_one_is_visible_else_the_cpu(monk
     assert resolve_accelerator(TrainConfig(accelerator="mps")) == "mps"
 
 
-def test_the_recipe_sets_batch_prior_biases_and_negative_weight_unless_given():
+def test_the_recipe_sets_batch_and_prior_biases_unless_given():
     tuned = resolve_recipe(TrainConfig(backbone="resnet10t", weights="w.safetensors"))
     scratch = resolve_recipe(TrainConfig())
-    assert (tuned.batch_size, tuned.prior_bias, tuned.neg_weight) == (32, True, 0.5)
-    assert (scratch.batch_size, scratch.prior_bias, scratch.neg_weight) == (128, False, 1.0)
+    assert (tuned.batch_size, tuned.prior_bias) == (32, True)
+    assert (scratch.batch_size, scratch.prior_bias) == (128, False)
     assert resolve_recipe(TrainConfig(weights="w.safetensors", prior_bias=False)).prior_bias is False
-    assert resolve_recipe(TrainConfig(weights="w.safetensors", neg_weight=1.0)).neg_weight == 1.0
+
+
+def test_negatives_weigh_half_only_fine_tuning_on_mostly_rare_labels():
+    rare = (np.array([2, 5, 1, 30]), np.array([998, 995, 999, 970]))  # priors average 0.95%
+    frequent = (np.array([150, 440, 300]), np.array([850, 560, 700]))  # the apparel tags' 15-44%
+    tuned, scratch = TrainConfig(weights="w.safetensors"), TrainConfig()
+    assert resolve_neg_weight(tuned, *rare).neg_weight == 0.5
+    assert resolve_neg_weight(tuned, *frequent).neg_weight == 1.0
+    assert resolve_neg_weight(scratch, *rare).neg_weight == 1.0
+    assert resolve_neg_weight(replace(tuned, neg_weight=0.8), *rare).neg_weight == 0.8  # given: kept
+    assert resolve_neg_weight(tuned, np.zeros(0), np.zeros(0)).neg_weight == 1.0  # attributes only

@@ -127,11 +127,13 @@ def test_loss_options_reach_the_loss_and_the_artifact(tmp_path):
         build_loss(TrainConfig(loss="asl", loss_options={"gamma_nge": 2.0}), train_set)
     assert float(loss.label_loss.neg_weight) == 1.0  # from scratch: every negative counts fully
     fine_tuning = build_loss(TrainConfig(weights="w.safetensors"), train_set)
-    assert float(fine_tuning.label_loss.neg_weight) == 0.5  # the fine-tuning recipe's
+    assert float(fine_tuning.label_loss.neg_weight) == 1.0  # MultiDigits' digits are not rare labels
 
     options = {**TINY, "demo_train": 128, "demo_val": 32}
     artifact = load_artifact(train(out=str(tmp_path / "run"), loss="focal", missing="negative", **options))
     assert artifact.training["loss"]["name"] == "focal" and artifact.training["loss"]["missing"] == "negative"
+    assert artifact.training["loss"]["neg_weight"] == 1.0  # resolved from the labels, and recorded
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["neg_weight"] == 1.0
 
 
 def test_ten_thousand_labels_train_and_evaluate_from_label_lists(tmp_path, monkeypatch):

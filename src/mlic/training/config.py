@@ -225,8 +225,8 @@ class TrainConfig:
     )  # fmt: skip
     max_pos_weight: float = option(100.0, "Upper bound of --pos-weight auto.", group="loss")
     neg_weight: float | None = option(
-        None, "Weight w_n of negative label targets (default 0.5 fine-tuning pretrained weights: "
-        "many labels are missing from real photos' annotations, and most labels are rare; else 1).",
+        None, "Weight w_n of negative label targets (default 0.5 fine-tuning pretrained weights on "
+        "mostly rare labels, whose priors average under 5%; else 1).",
         group="loss",
     )  # fmt: skip
     label_smoothing: float = option(0.0, "Label smoothing epsilon for labels.", group="loss")

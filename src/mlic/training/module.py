@@ -16,7 +16,7 @@ from mlic.metrics import attribute_scores, mean_average_precision, multilabel_sc
 from mlic.models import Classifier
 from mlic.models.outputs import Probabilities, probabilities
 from mlic.training.config import TrainConfig
-from mlic.training.defaults import resolve_recipe
+from mlic.training.defaults import resolve_neg_weight
 
 
 class MultiLabelModule(L.LightningModule):
@@ -193,9 +193,10 @@ def build_loss(config: TrainConfig, train_set: Manifest | Shards) -> SchemaLoss:
     """The schema's loss: the label loss with its options, and the policy for unknown targets.
 
     Only the training targets' counts are read (``label_lists.counts()``), which shards store.
-    Options left to the recipe (``neg_weight``) take its value (``resolve_recipe``).
+    ``neg_weight`` left None follows the training labels (``resolve_neg_weight``).
     """
-    config = resolve_recipe(config)
+    counts = train_set.label_lists.counts()
+    config = resolve_neg_weight(config, counts["positive"], counts["negative"])
     label_loss = create_label_loss(
         config.loss,
         pos_weight=config.pos_weight,

@@ -40,7 +40,7 @@ from mlic.thresholds import Decision, choose_balance, choose_thresholds, label_p
 from mlic.training.checkpoints import BEST, LAST, AtomicCheckpointIO, checkpoint_callbacks, load_checkpoint
 from mlic.training.config import TrainConfig, loss_summary, parse_devices, read_run_config
 from mlic.training.datamodule import DataModule, image_cache, load_splits, training_repeats, training_sizes
-from mlic.training.defaults import resolve, resolve_preprocessing, uses_cuda
+from mlic.training.defaults import resolve, resolve_neg_weight, resolve_preprocessing, uses_cuda
 from mlic.training.metrics_log import MetricsLog, epoch_history
 from mlic.training.module import MultiLabelModule, WarmedUpEMA, build_loss, validation_figures
 from mlic.training.trackers import check_trackers, log_final, make_trackers
@@ -119,6 +119,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     check_trackers(config.logger)  # a missing package fails before the data is read
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = load_splits(config)
+    counts = train_set.label_lists.counts()  # the defaults that follow the training labels
+    config = resolve_neg_weight(config, counts["positive"], counts["negative"])
     if config.refit and not isinstance(train_set, Manifest):
         raise ConfigError(f"{config.data}: --refit joins image files or MultiDigits, not streamed shards")
     preprocessing = resolve_preprocessing(config)
