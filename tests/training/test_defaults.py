@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from mlic.data.targets import LabelLists
 from mlic.training import TrainConfig
 from mlic.training.defaults import resolve_neg_weight, resolve_recipe
 
@@ -42,11 +43,12 @@ def test_the_recipe_sets_batch_and_prior_biases_unless_given():
 
 
 def test_negatives_weigh_half_only_fine_tuning_on_mostly_rare_labels():
-    rare = (np.array([2, 5, 1, 30]), np.array([998, 995, 999, 970]))  # priors average 0.95%
-    frequent = (np.array([150, 440, 300]), np.array([850, 560, 700]))  # the apparel tags' 15-44%
+    rare = LabelLists.from_dense(np.eye(100, 40, dtype=np.int8))  # 40 labels, each on 1% of the images
+    frequent = LabelLists.from_dense((np.arange(21)[:, None] % [2, 3, 5] == 0).astype(np.int8))  # 52, 33, 24%
     tuned, scratch = TrainConfig(weights="w.safetensors"), TrainConfig()
-    assert resolve_neg_weight(tuned, *rare).neg_weight == 0.5
-    assert resolve_neg_weight(tuned, *frequent).neg_weight == 1.0
-    assert resolve_neg_weight(scratch, *rare).neg_weight == 1.0
-    assert resolve_neg_weight(replace(tuned, neg_weight=0.8), *rare).neg_weight == 0.8  # given: kept
-    assert resolve_neg_weight(tuned, np.zeros(0), np.zeros(0)).neg_weight == 1.0  # attributes only
+    assert resolve_neg_weight(tuned, rare).neg_weight == 0.5
+    assert resolve_neg_weight(tuned, frequent).neg_weight == 1.0
+    assert resolve_neg_weight(scratch, rare).neg_weight == 1.0
+    assert resolve_neg_weight(replace(tuned, neg_weight=0.8), rare).neg_weight == 0.8  # given: kept
+    no_labels = LabelLists.from_dense(np.zeros((5, 0), dtype=np.int8))  # attributes only
+    assert resolve_neg_weight(tuned, no_labels).neg_weight == 1.0

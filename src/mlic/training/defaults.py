@@ -1,12 +1,13 @@
 """What follows from the options: every default that depends on the data or the machine, filled in once.
 
 ``resolve(config)`` returns the config with no option left to be decided
-later: input size, augmentation and flips (MultiDigits or photos), batch size,
-the backbone's learning-rate share and the weight of negative labels
-(fine-tuning or from scratch),
+later: input size, augmentation and flips (MultiDigits or photos), batch size
+and the backbone's learning-rate share (fine-tuning or from scratch),
 precision (what the device runs fast), loader processes (in-memory data or
-files), the data name. ``train`` saves that config as ``config.json``, so the run
-directory says what was used, and ``--print-config`` shows it before a run.
+files), the data name. One default waits for the training labels:
+``resolve_neg_weight`` fills ``neg_weight`` once they are read, so
+``--print-config`` shows it as null. ``train`` saves the config with both as
+``config.json``, so the run directory says what was used.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import numpy as np
 import timm
 import torch
 
 from mlic.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from mlic.data.targets import LabelLists
 from mlic.inference.precision import cpu_supports_bf16
 from mlic.thresholds import label_priors
 from mlic.training.config import DEMO, TrainConfig, is_demo
@@ -59,8 +60,8 @@ def resolve_recipe(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, **{k: v for k, v in recipe.items() if getattr(config, k) is None})
 
 
-def resolve_neg_weight(config: TrainConfig, positives: np.ndarray, negatives: np.ndarray) -> TrainConfig:
-    """``config`` with ``neg_weight`` set, if None, from the training labels' ``positives`` and ``negatives``.
+def resolve_neg_weight(config: TrainConfig, labels: LabelLists) -> TrainConfig:
+    """``config`` with ``neg_weight`` set, if None, from the training split's ``labels``.
 
     Fine-tuning on labels that are mostly rare (their priors average under
     ``RARE_MEAN_PRIOR``: Corel-5k's 374 words average 0.9%) weighs each
@@ -73,10 +74,12 @@ def resolve_neg_weight(config: TrainConfig, positives: np.ndarray, negatives: np
     """
     if config.neg_weight is not None:
         return config
-    fine_tuning = bool(config.pretrained or config.weights)
-    priors = label_priors(positives, np.asarray(positives) + np.asarray(negatives))
-    rare = len(priors) > 0 and float(priors.mean()) < RARE_MEAN_PRIOR
-    return dataclasses.replace(config, neg_weight=RARE_NEG_WEIGHT if fine_tuning and rare else 1.0)
+    rare = False
+    if config.pretrained or config.weights:
+        counts = labels.counts()
+        priors = label_priors(counts["positive"], counts["positive"] + counts["negative"])
+        rare = len(priors) > 0 and float(priors.mean()) < RARE_MEAN_PRIOR
+    return dataclasses.replace(config, neg_weight=RARE_NEG_WEIGHT if rare else 1.0)
 
 
 def resolve_accelerator(config: TrainConfig) -> str:

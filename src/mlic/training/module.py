@@ -195,8 +195,7 @@ def build_loss(config: TrainConfig, train_set: Manifest | Shards) -> SchemaLoss:
     Only the training targets' counts are read (``label_lists.counts()``), which shards store.
     ``neg_weight`` left None follows the training labels (``resolve_neg_weight``).
     """
-    counts = train_set.label_lists.counts()
-    config = resolve_neg_weight(config, counts["positive"], counts["negative"])
+    config = resolve_neg_weight(config, train_set.label_lists)
     label_loss = create_label_loss(
         config.loss,
         pos_weight=config.pos_weight,

@@ -119,8 +119,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     check_trackers(config.logger)  # a missing package fails before the data is read
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = load_splits(config)
-    counts = train_set.label_lists.counts()  # the defaults that follow the training labels
-    config = resolve_neg_weight(config, counts["positive"], counts["negative"])
+    config = resolve_neg_weight(config, train_set.label_lists)  # the default that follows the labels
     if config.refit and not isinstance(train_set, Manifest):
         raise ConfigError(f"{config.data}: --refit joins image files or MultiDigits, not streamed shards")
     preprocessing = resolve_preprocessing(config)
